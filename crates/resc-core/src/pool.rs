@@ -1,0 +1,76 @@
+//! Memory controllers: where physical memory components are allocated.
+//!
+//! # Contract
+//!
+//! - [`MemoryPool::allocate`] returns a region of exactly the asked length,
+//!   reading as zeros, with a fresh access key that is not derivable from
+//!   anything the caller knows; it fails with [`PoolError::OutOfMemory`]
+//!   rather than over-commit the pool's capacity.
+//! - [`MemoryPool::free`] needs the region's key; after it, every operation on
+//!   the region fails with `UnknownRegion` and the capacity is available again.
+//! - `allocated_bytes` is the sum of the lengths of live regions.
+
+use crate::ids::{NodeId, RegionId};
+use crate::transport::RemoteRegion;
+use thiserror::Error;
+
+/// Why a memory controller refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// Not enough free capacity on the node.
+    #[error("{node} has {free} bytes free, {requested} were requested")]
+    OutOfMemory {
+        /// The node.
+        node: NodeId,
+        /// Requested bytes.
+        requested: u64,
+        /// Free bytes.
+        free: u64,
+    },
+    /// A zero-byte region was requested.
+    #[error("a physical memory component cannot be empty")]
+    ZeroLength,
+    /// The region is not live on this node.
+    #[error("{region} does not exist on {node}")]
+    UnknownRegion {
+        /// The node.
+        node: NodeId,
+        /// The region.
+        region: RegionId,
+    },
+    /// The key does not match the region's.
+    #[error("wrong access key for {region} on {node}")]
+    AccessDenied {
+        /// The node.
+        node: NodeId,
+        /// The region.
+        region: RegionId,
+    },
+    /// The operating system refused the memory.
+    #[error("the system could not map {bytes} bytes: {reason}")]
+    System {
+        /// Requested bytes.
+        bytes: u64,
+        /// The system's reason.
+        reason: String,
+    },
+}
+
+/// A memory node's controller. See the [module documentation](self) for the contract.
+pub trait MemoryPool: Send + Sync {
+    /// The node this controller manages.
+    fn node(&self) -> NodeId;
+
+    /// Allocates one physical memory component of `bytes` bytes.
+    fn allocate(&self, bytes: u64) -> Result<RemoteRegion, PoolError>;
+
+    /// Frees a physical memory component.
+    fn free(&self, region: &RemoteRegion) -> Result<(), PoolError>;
+
+    /// Total capacity in bytes.
+    fn capacity_bytes(&self) -> u64;
+
+    /// Bytes held by live regions.
+    fn allocated_bytes(&self) -> u64;
+}

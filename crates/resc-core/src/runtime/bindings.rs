@@ -1,0 +1,187 @@
+//! What a name resolves to within one invocation.
+
+use super::ChannelError;
+use crate::graph::{ComponentKind, ComponentRef, ResourceGraph};
+use crate::ids::{ComputeId, InvocationId, MemoryId};
+use crate::memory::{CacheConfig, LocalMemory, Provisioner, VirtualMemory};
+use crate::transport::Transport;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A memory component of one invocation, wherever it lives.
+#[derive(Debug, Clone)]
+pub enum MemoryHandle {
+    /// Disaggregated: physical components in the memory pool.
+    Remote(Arc<VirtualMemory>),
+    /// Aggregated: inside the sandbox.
+    Local(Arc<LocalMemory>),
+}
+
+impl MemoryHandle {
+    /// Bytes in use.
+    pub fn len(&self) -> u64 {
+        match self {
+            MemoryHandle::Remote(m) => m.len(),
+            MemoryHandle::Local(m) => m.len(),
+        }
+    }
+
+    /// Whether nothing is in use.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Frees the component.
+    pub fn release(&self) {
+        match self {
+            MemoryHandle::Remote(m) => m.release(),
+            MemoryHandle::Local(m) => m.release(),
+        }
+    }
+}
+
+enum Placement {
+    Remote { provisioner: Arc<dyn Provisioner>, cache: CacheConfig },
+    Local,
+}
+
+/// The components of one invocation as its code pieces see them: the graph,
+/// the transport, and each memory component, created at its first access.
+pub struct Bindings {
+    graph: Arc<ResourceGraph>,
+    invocation: InvocationId,
+    transport: Arc<dyn Transport>,
+    placement: Placement,
+    memories: Mutex<HashMap<MemoryId, MemoryHandle>>,
+}
+
+impl std::fmt::Debug for Bindings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bindings")
+            .field("app", &self.graph.app())
+            .field("invocation", &self.invocation)
+            .field("memories", &self.memories.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bindings {
+    /// Disaggregated bindings: memory components grow through `provisioner`
+    /// and are reached through `transport`, each compute instance with a local cache.
+    pub fn remote(
+        graph: Arc<ResourceGraph>,
+        invocation: InvocationId,
+        transport: Arc<dyn Transport>,
+        provisioner: Arc<dyn Provisioner>,
+        cache: CacheConfig,
+    ) -> Arc<Self> {
+        Arc::new(Bindings {
+            graph,
+            invocation,
+            transport,
+            placement: Placement::Remote { provisioner, cache },
+            memories: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Aggregated bindings: memory components live in the sandbox's own
+    /// memory; messages still travel over an in-process fabric.
+    pub fn local(graph: Arc<ResourceGraph>, invocation: InvocationId) -> Arc<Self> {
+        Self::local_with_transport(graph, invocation, Arc::new(crate::inproc::InProcessFabric::new()))
+    }
+
+    /// Aggregated bindings whose messages use `transport`.
+    pub fn local_with_transport(
+        graph: Arc<ResourceGraph>,
+        invocation: InvocationId,
+        transport: Arc<dyn Transport>,
+    ) -> Arc<Self> {
+        Arc::new(Bindings { graph, invocation, transport, placement: Placement::Local, memories: Mutex::new(HashMap::new()) })
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &Arc<ResourceGraph> {
+        &self.graph
+    }
+
+    /// The invocation.
+    pub fn invocation(&self) -> InvocationId {
+        self.invocation
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// The cache each compute instance gets, or `None` when aggregated.
+    pub fn cache_config(&self) -> Option<CacheConfig> {
+        match &self.placement {
+            Placement::Remote { cache, .. } => Some(*cache),
+            Placement::Local => None,
+        }
+    }
+
+    /// Resolves `name` for `caller`, checking that the graph connects them.
+    pub(crate) fn resolve(&self, caller: ComputeId, name: &str) -> Result<ComponentRef, ChannelError> {
+        let target = self.graph.find(name).ok_or_else(|| ChannelError::UnknownComponent { name: name.to_owned() })?;
+        let connected = match target {
+            ComponentRef::Memory(m) => self.graph.accesses(caller).contains(&m),
+            ComponentRef::Compute(c) => self.graph.peers(caller).contains(&c),
+        };
+        if !connected {
+            return Err(ChannelError::NotConnected { from: self.graph.compute(caller).name.clone(), to: name.to_owned() });
+        }
+        Ok(target)
+    }
+
+    /// The memory component, created on its first access (the start of its span).
+    pub fn memory(&self, id: MemoryId) -> MemoryHandle {
+        self.memories
+            .lock()
+            .entry(id)
+            .or_insert_with(|| match &self.placement {
+                Placement::Remote { provisioner, .. } => {
+                    let spec = self.graph.memory(id);
+                    MemoryHandle::Remote(Arc::new(VirtualMemory::new(
+                        id,
+                        spec.name.clone(),
+                        spec.initial_bytes,
+                        spec.increment_bytes,
+                        provisioner.clone(),
+                    )))
+                }
+                Placement::Local => MemoryHandle::Local(Arc::new(LocalMemory::new())),
+            })
+            .clone()
+    }
+
+    /// The memory component if it has been accessed.
+    pub fn existing_memory(&self, id: MemoryId) -> Option<MemoryHandle> {
+        self.memories.lock().get(&id).cloned()
+    }
+
+    /// Ends a memory component's span: frees it. Called by the platform when
+    /// the last accessing compute component ends.
+    pub fn end_span(&self, id: MemoryId) {
+        if let Some(handle) = self.memories.lock().remove(&id) {
+            handle.release();
+        }
+    }
+
+    /// Ends every span still open (the invocation is over or failed).
+    pub fn end_all(&self) {
+        let handles: Vec<MemoryHandle> = self.memories.lock().drain().map(|(_, h)| h).collect();
+        for handle in handles {
+            handle.release();
+        }
+    }
+
+    pub(crate) fn kind_of(&self, target: ComponentRef) -> ComponentKind {
+        match target {
+            ComponentRef::Compute(_) => ComponentKind::Compute,
+            ComponentRef::Memory(_) => ComponentKind::Memory,
+        }
+    }
+}
