@@ -1,1 +1,170 @@
-fn main(){}
+//! `resc`: the ReSC reference platform's command line.
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use resc_core::memory::CacheConfig;
+use resc_core::resources::{KIB, MIB};
+use resc_reference::alloc_meter::CountingAllocator;
+use resc_reference::demo::{self, ChainOptions, LrOptions, Progress};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// ReSC: run applications as resource graphs.
+#[derive(Debug, Parser)]
+#[command(name = "resc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a demo on the embedded platform.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+    /// Check a JSON template; exits non-zero with the precise error.
+    Validate {
+        /// The template file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DemoCommand {
+    /// Logistic regression as a resource graph against the function-centric baseline.
+    Lr(LrArgs),
+    /// The start-up test: 10 compute components in a chain.
+    Chain(ChainArgs),
+}
+
+#[derive(Debug, Args)]
+struct LrArgs {
+    /// Data set size in MB; repeat for several (default: the paper's 12 and 44).
+    #[arg(long = "input-mb")]
+    input_mb: Vec<f64>,
+    /// Measured runs per input and mode (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    repeat: u32,
+    /// Compute slot (local memory per compute instance), MiB.
+    #[arg(long, default_value_t = 4)]
+    slot_mib: u64,
+    /// Local cache per compute instance, KiB.
+    #[arg(long, default_value_t = 1024)]
+    cache_kib: u64,
+    /// Smallest memory size class, MiB.
+    #[arg(long, default_value_t = 1)]
+    min_class_mib: u64,
+    /// Largest memory size class, MiB.
+    #[arg(long, default_value_t = 64)]
+    max_class_mib: u64,
+    /// Training epochs.
+    #[arg(long, default_value_t = 100)]
+    epochs: u32,
+    /// Where to write the memory-over-time chart.
+    #[arg(long, default_value = "out/lr-memory.svg")]
+    svg: PathBuf,
+    /// Print all figures as one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ChainArgs {
+    /// Sleep per component, ms.
+    #[arg(long, default_value_t = 100)]
+    sleep_ms: u64,
+    /// Invocations.
+    #[arg(long, default_value_t = 5)]
+    repeat: u32,
+    /// Print all figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A progress bar on standard error; invisible when it is not a terminal.
+fn progress_bar() -> (ProgressBar, impl FnMut(Progress)) {
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} invocations, {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("running");
+    let handle = bar.clone();
+    (bar, move |p| match p {
+        Progress::Total(n) => handle.set_length(n),
+        Progress::Step => handle.inc(1),
+    })
+}
+
+fn demo_lr(args: LrArgs) -> Result<(), String> {
+    let defaults = LrOptions::default();
+    let options = LrOptions {
+        inputs_mb: if args.input_mb.is_empty() { defaults.inputs_mb } else { args.input_mb },
+        repeat: args.repeat,
+        slot_bytes: args.slot_mib * MIB,
+        memory_classes: (args.min_class_mib * MIB, args.max_class_mib * MIB),
+        cache: CacheConfig { capacity_bytes: args.cache_kib * KIB, line_bytes: 4 * KIB },
+        epochs: args.epochs,
+    };
+    let (bar, mut on_progress) = progress_bar();
+    let report = demo::run_lr(&options, &mut on_progress).map_err(|e| e.to_string());
+    bar.finish_and_clear();
+    let report = report?;
+    if let Some(dir) = args.svg.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&args.svg, resc_reference::svg::lr_memory_chart(&report))
+        .map_err(|e| format!("cannot write {}: {e}", args.svg.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", demo::lr_table(&report));
+        println!("\nMemory over time: {}", args.svg.display());
+    }
+    Ok(())
+}
+
+fn demo_chain(args: ChainArgs) -> Result<(), String> {
+    let (bar, mut on_progress) = progress_bar();
+    let report = demo::run_chain(&ChainOptions { sleep_ms: args.sleep_ms, repeat: args.repeat }, &mut on_progress)
+        .map_err(|e| e.to_string());
+    bar.finish_and_clear();
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", demo::chain_table(&report));
+    }
+    Ok(())
+}
+
+fn validate(file: PathBuf) -> Result<(), String> {
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let graph = resc_core::template::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    println!(
+        "{}: valid: application `{}`, {} compute and {} memory components",
+        file.display(),
+        graph.app(),
+        graph.compute_components().len(),
+        graph.memory_components().len()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(DemoCommand::Lr(args)) => demo_lr(args),
+        Command::Demo(DemoCommand::Chain(args)) => demo_chain(args),
+        Command::Validate { file } => validate(file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

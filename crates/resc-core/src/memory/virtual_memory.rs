@@ -174,7 +174,10 @@ impl VirtualMemory {
         }
         let added_from = state.map.len();
         while state.map.capacity() < end {
-            let step = if state.map.is_empty() { self.initial_bytes } else { self.increment_bytes };
+            // The initial size may span several physical components (a size
+            // above the largest class); after it, grow by increments.
+            let capacity = state.map.capacity();
+            let step = if capacity < self.initial_bytes { self.initial_bytes - capacity } else { self.increment_bytes };
             match self.provisioner.provision(self.id, step) {
                 Ok(region) => {
                     state.map.push(region);

@@ -1,0 +1,566 @@
+//! The embedded platform: an in-process cluster of racks and nodes with
+//! compute, memory and balanced pools, that deploys resource graphs and runs
+//! invocations end to end, disaggregated or aggregated into one sandbox.
+
+mod provision;
+
+use crate::alloc_meter::{self, AllocationAccount};
+use crate::driver::{Command, Driver, Event};
+use crate::metering::{ComputeTicket, InvocationMeter, Sampler, Usage};
+use parking_lot::Mutex;
+use provision::ClusterProvisioner;
+use resc_core::graph::ResourceGraph;
+use resc_core::ids::{ComputeId, Endpoint, InvocationId, NodeId};
+use resc_core::inproc::{InMemoryTriggerLog, InProcessFabric, InProcessMemory, ThreadSandbox};
+use resc_core::memory::{CacheConfig, CacheStats};
+use resc_core::resources::{Resources, GIB};
+use resc_core::runtime::{Bindings, CodeError, Context};
+use resc_core::sandbox::{CodeRegistry, Sandbox, SandboxError, SandboxJob, SandboxOutcome};
+use resc_core::scheduler::{ClusterSpec, Placement, PlacementRequest, Pool, PoolAwareScheduler, ScheduleError, Scheduler};
+use resc_core::size_class::SizeClasses;
+use resc_core::transport::Transport;
+use resc_core::trigger_log::{LogError, TriggerLog, TriggerRecord, TriggerSource};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How the embedded cluster is built.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformConfig {
+    /// Number of racks.
+    pub racks: u32,
+    /// Nodes per rack.
+    pub nodes_per_rack: u32,
+    /// What every node offers in each pool (a node may serve several).
+    pub node_pools: BTreeMap<Pool, Resources>,
+    /// Physical memory component sizes and the compute slot.
+    pub size_classes: SizeClasses,
+    /// Each compute instance's local cache.
+    pub cache: CacheConfig,
+    /// How often compute instances' memory is sampled.
+    pub sample_interval: Duration,
+    /// Seed of the scheduler's random choices.
+    pub seed: u64,
+}
+
+impl Default for PlatformConfig {
+    /// 2 racks × 4 nodes; each node serves the compute pool (8 cores, 4 GiB),
+    /// the memory pool (64 GiB) and the balanced pool (8 cores, 16 GiB).
+    /// In-process memory is committed on first touch, so these are ceilings.
+    fn default() -> Self {
+        PlatformConfig {
+            racks: 2,
+            nodes_per_rack: 4,
+            node_pools: BTreeMap::from([
+                (Pool::Compute, Resources::new(8000, 4 * GIB)),
+                (Pool::Memory, Resources::new(0, 64 * GIB)),
+                (Pool::Balanced, Resources::new(8000, 16 * GIB)),
+            ]),
+            size_classes: SizeClasses::default(),
+            cache: CacheConfig::default(),
+            sample_interval: Duration::from_millis(1),
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// Why the platform refused or an invocation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// The configuration cannot work.
+    #[error("invalid platform configuration: {0}")]
+    Config(String),
+    /// A compute component's code piece is not registered.
+    #[error("cannot deploy `{app}`: {source}")]
+    Deploy {
+        /// The application.
+        app: String,
+        /// The missing piece.
+        source: CodeError,
+    },
+    /// Metering needs the counting allocator as the global allocator.
+    #[error(
+        "the counting allocator is not this process's global allocator; add \
+         `#[global_allocator] static A: resc_reference::alloc_meter::CountingAllocator = resc_reference::alloc_meter::CountingAllocator;`"
+    )]
+    MeterNotInstalled,
+    /// All allocation accounts are in use.
+    #[error("no allocation account is free")]
+    AccountsExhausted,
+    /// No node had room.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// A sandbox could not start.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The trigger log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A code piece failed; the invocation stopped.
+    #[error("invocation {invocation} of `{app}` failed in `{component}`: {reason}")]
+    ComponentFailed {
+        /// The application.
+        app: String,
+        /// The invocation.
+        invocation: InvocationId,
+        /// The component.
+        component: String,
+        /// Why.
+        reason: String,
+    },
+    /// A message endpoint could not be opened.
+    #[error("could not open message endpoints: {0}")]
+    Transport(String),
+}
+
+/// A graph deployed on the platform.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    graph: Arc<ResourceGraph>,
+}
+
+impl Deployment {
+    /// The deployed graph.
+    pub fn graph(&self) -> &Arc<ResourceGraph> {
+        &self.graph
+    }
+}
+
+/// How one invocation went.
+#[derive(Debug, Clone)]
+pub struct InvocationReport {
+    /// The invocation.
+    pub invocation: InvocationId,
+    /// The exit components' outputs, in topological and instance order.
+    pub outputs: Vec<Vec<u8>>,
+    /// End-to-end wall time.
+    pub wall: Duration,
+    /// Sum of the code pieces' own wall times (for start-up overhead).
+    pub compute_wall: Duration,
+    /// Number of trigger messages delivered (excluding the external one).
+    pub triggers: usize,
+    /// What was measured.
+    pub usage: Usage,
+    /// The local caches' counters, summed over compute instances.
+    pub cache: CacheStats,
+}
+
+/// The in-process reference platform.
+pub struct EmbeddedPlatform {
+    config: PlatformConfig,
+    registry: CodeRegistry,
+    scheduler: Arc<Mutex<Box<dyn Scheduler>>>,
+    fabric: Arc<InProcessFabric>,
+    memory: Arc<BTreeMap<NodeId, Arc<InProcessMemory>>>,
+    sandbox: Arc<dyn Sandbox>,
+    log: Arc<dyn TriggerLog>,
+    next_invocation: AtomicU64,
+}
+
+impl std::fmt::Debug for EmbeddedPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedPlatform").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// One compute instance in flight.
+struct Running {
+    placement: Placement,
+    ticket: ComputeTicket,
+}
+
+type Completion = (ComputeId, u32, SandboxOutcome);
+
+impl EmbeddedPlatform {
+    /// Builds the cluster. Fails if metering is impossible (the counting
+    /// allocator is not installed) or the configuration is inconsistent.
+    pub fn new(config: PlatformConfig, registry: CodeRegistry) -> Result<Self, PlatformError> {
+        if !alloc_meter::is_installed() {
+            return Err(PlatformError::MeterNotInstalled);
+        }
+        if config.racks == 0 || config.nodes_per_rack == 0 {
+            return Err(PlatformError::Config("a cluster needs at least one rack of one node".into()));
+        }
+        let line = config.cache.line_bytes;
+        if !line.is_power_of_two() || config.cache.capacity_bytes < line {
+            return Err(PlatformError::Config(format!(
+                "cache lines must be a power of two no larger than the cache (lines {line} B, cache {} B)",
+                config.cache.capacity_bytes
+            )));
+        }
+        let cluster = ClusterSpec::uniform(config.racks, config.nodes_per_rack, &config.node_pools);
+        let fabric = Arc::new(InProcessFabric::new());
+        let mut memory = BTreeMap::new();
+        for node in cluster.nodes.iter() {
+            if let Some(pool) = node.pools.get(&Pool::Memory) {
+                let controller = Arc::new(InProcessMemory::new(node.id, pool.memory_bytes));
+                fabric.attach(controller.clone());
+                memory.insert(node.id, controller);
+            }
+        }
+        if memory.is_empty() {
+            return Err(PlatformError::Config("no node serves the memory pool".into()));
+        }
+        Ok(EmbeddedPlatform {
+            scheduler: Arc::new(Mutex::new(Box::new(PoolAwareScheduler::new(&cluster, config.seed)))),
+            config,
+            registry,
+            fabric,
+            memory: Arc::new(memory),
+            sandbox: Arc::new(ThreadSandbox::new()),
+            log: Arc::new(InMemoryTriggerLog::new()),
+            next_invocation: AtomicU64::new(1),
+        })
+    }
+
+    /// Uses another trigger log (for example a durable one).
+    pub fn with_trigger_log(mut self, log: Arc<dyn TriggerLog>) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PlatformConfig {
+        &self.config
+    }
+
+    /// Deploys a graph: every code piece it names must be registered.
+    pub fn deploy(&self, graph: ResourceGraph) -> Result<Deployment, PlatformError> {
+        self.registry.check(&graph).map_err(|source| PlatformError::Deploy { app: graph.app().to_owned(), source })?;
+        Ok(Deployment { graph: Arc::new(graph) })
+    }
+
+    fn invocation_id(&self) -> InvocationId {
+        InvocationId(self.next_invocation.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn open_endpoints(&self, graph: &ResourceGraph, invocation: InvocationId) -> Result<Vec<Endpoint>, PlatformError> {
+        let mut endpoints = Vec::new();
+        for (i, component) in graph.compute_components().iter().enumerate() {
+            let id = ComputeId(i as u32);
+            if graph.peers(id).is_empty() {
+                continue;
+            }
+            for instance in 0..component.parallelism {
+                let endpoint = Endpoint { invocation, component: id, instance };
+                self.fabric.open_endpoint(&endpoint).map_err(|e| PlatformError::Transport(e.to_string()))?;
+                endpoints.push(endpoint);
+            }
+        }
+        Ok(endpoints)
+    }
+
+    /// Runs one invocation as a resource graph: each compute instance in its
+    /// own slot of the compute pool, each memory component in physical
+    /// components of the memory pool, living exactly its span.
+    pub fn invoke(&self, deployment: &Deployment, input: &[u8]) -> Result<InvocationReport, PlatformError> {
+        let graph = deployment.graph.clone();
+        let invocation = self.invocation_id();
+        let meter = InvocationMeter::new();
+        let started = Instant::now();
+        let sampler = Sampler::start(meter.clone(), self.config.sample_interval);
+        let provisioner = Arc::new(ClusterProvisioner::new(
+            graph.clone(),
+            self.config.size_classes.clone(),
+            self.scheduler.clone(),
+            self.memory.clone(),
+            meter.clone(),
+        ));
+        let transport: Arc<dyn Transport> = self.fabric.clone();
+        let bindings = Bindings::remote(graph.clone(), invocation, transport, provisioner, self.config.cache);
+        let endpoints = self.open_endpoints(&graph, invocation)?;
+        let mut run = Invocation {
+            platform: self,
+            graph: graph.clone(),
+            invocation,
+            bindings: bindings.clone(),
+            meter: meter.clone(),
+            running: HashMap::new(),
+            nodes: HashMap::new(),
+            channel: crossbeam_channel::unbounded(),
+            compute_wall: Duration::ZERO,
+            triggers: 0,
+            cache: CacheStats::default(),
+        };
+        let result = run.execute(input);
+        bindings.end_all();
+        for endpoint in &endpoints {
+            self.fabric.close_endpoint(endpoint);
+        }
+        let wall = started.elapsed();
+        drop(sampler);
+        let outputs = result?;
+        self.log.complete(invocation)?;
+        Ok(InvocationReport {
+            invocation,
+            outputs,
+            wall,
+            compute_wall: run.compute_wall,
+            triggers: run.triggers,
+            usage: meter.finish(wall),
+            cache: run.cache,
+        })
+    }
+
+    /// Runs one invocation the function-centric way: the same code pieces,
+    /// aggregated into one sandbox (in topological order, memory components
+    /// inside it), charged as one function of `function_bytes` held for the
+    /// whole run.
+    pub fn invoke_aggregated(
+        &self,
+        deployment: &Deployment,
+        input: &[u8],
+        function_bytes: u64,
+    ) -> Result<InvocationReport, PlatformError> {
+        let graph = deployment.graph.clone();
+        let invocation = self.invocation_id();
+        let meter = InvocationMeter::new();
+        let started = Instant::now();
+        let sampler = Sampler::start(meter.clone(), self.config.sample_interval);
+        let transport: Arc<dyn Transport> = self.fabric.clone();
+        let bindings = Bindings::local_with_transport(graph.clone(), invocation, transport);
+        let endpoints = self.open_endpoints(&graph, invocation)?;
+        self.log.append(&TriggerRecord { invocation, source: TriggerSource::External, payload: input.to_vec() })?;
+        let millicores = graph.compute_components().iter().map(|c| c.millicores).max().unwrap_or(1000);
+        let placement = self.scheduler.lock().place(&PlacementRequest {
+            app: graph.app().to_owned(),
+            component: format!("{}(aggregated)", graph.app()),
+            pool: Pool::Balanced,
+            demand: Resources::new(millicores, function_bytes),
+            first_in_graph: true,
+            triggered_from: None,
+            peers_on: Vec::new(),
+        })?;
+        let account = AllocationAccount::open().ok_or(PlatformError::AccountsExhausted)?;
+        let ticket = meter.compute_started(graph.app(), function_bytes, millicores, account.clone());
+        let outputs: Arc<Mutex<Option<Result<Vec<Vec<u8>>, (ComputeId, CodeError)>>>> = Arc::new(Mutex::new(None));
+        let piece = aggregated_piece(graph.clone(), self.registry.clone(), bindings.clone(), input.to_vec(), outputs.clone());
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let entry = graph.entry_points().next().unwrap_or(ComputeId(0));
+        let job = SandboxJob {
+            label: format!("{}(aggregated)", graph.app()),
+            piece: Arc::new(piece),
+            context: Context::new(bindings.clone(), entry, 0, Vec::new()),
+            account: Some(account),
+        };
+        let started_sandbox = self.sandbox.start(job, Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        }));
+        let outcome = started_sandbox.map_err(PlatformError::from).and_then(|()| {
+            rx.recv().map_err(|_| PlatformError::Config("the sandbox ended without reporting".into()))
+        });
+        self.scheduler.lock().release(&placement);
+        bindings.end_all();
+        for endpoint in &endpoints {
+            self.fabric.close_endpoint(endpoint);
+        }
+        let wall = started.elapsed();
+        drop(sampler);
+        let outcome = outcome?;
+        meter.compute_finished(ticket, outcome.usage.cpu);
+        let result = outputs.lock().take();
+        let outputs = match (outcome.output, result) {
+            (Ok(_), Some(Ok(outputs))) => outputs,
+            (_, Some(Err((component, e)))) => return Err(self.failed(&graph, invocation, component, &e)),
+            (Err(e), _) => return Err(self.failed(&graph, invocation, entry, &e)),
+            (Ok(_), None) => Vec::new(),
+        };
+        self.log.complete(invocation)?;
+        Ok(InvocationReport {
+            invocation,
+            outputs,
+            wall,
+            compute_wall: outcome.usage.wall,
+            triggers: 0,
+            usage: meter.finish(wall),
+            cache: CacheStats::default(),
+        })
+    }
+
+    fn failed(&self, graph: &ResourceGraph, invocation: InvocationId, component: ComputeId, e: &CodeError) -> PlatformError {
+        PlatformError::ComponentFailed {
+            app: graph.app().to_owned(),
+            invocation,
+            component: graph.compute(component).name.clone(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The function-centric sandbox's code: the driver run inline, each piece
+/// called in turn on the sandbox's one thread.
+fn aggregated_piece(
+    graph: Arc<ResourceGraph>,
+    registry: CodeRegistry,
+    bindings: Arc<Bindings>,
+    input: Vec<u8>,
+    result: Arc<Mutex<Option<Result<Vec<Vec<u8>>, (ComputeId, CodeError)>>>>,
+) -> impl Fn(&mut Context) -> Result<Vec<u8>, CodeError> + Send + Sync {
+    move |_| {
+        let mut driver = Driver::new(graph.clone());
+        let mut queue = driver.start(&input);
+        while !queue.is_empty() {
+            let mut next = Vec::new();
+            for command in queue {
+                match command {
+                    Command::Start { component, instance, inputs } => {
+                        let run = registry.get(&graph.compute(component).code).and_then(|piece| {
+                            let mut ctx = Context::new(bindings.clone(), component, instance, inputs);
+                            piece.run(&mut ctx)
+                        });
+                        next.extend(match run {
+                            Ok(output) => driver.handle(Event::Finished { component, instance, output }),
+                            Err(e) => {
+                                *result.lock() = Some(Err((component, e.clone())));
+                                return Err(e);
+                            }
+                        });
+                    }
+                    Command::EndSpan { memory } => bindings.end_span(memory),
+                    Command::Complete { outputs } => *result.lock() = Some(Ok(outputs)),
+                    Command::Abort { .. } => {}
+                }
+            }
+            queue = next;
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// One disaggregated invocation in progress.
+struct Invocation<'p> {
+    platform: &'p EmbeddedPlatform,
+    graph: Arc<ResourceGraph>,
+    invocation: InvocationId,
+    bindings: Arc<Bindings>,
+    meter: Arc<InvocationMeter>,
+    running: HashMap<(ComputeId, u32), Running>,
+    /// Where each component's instances last ran (for locality).
+    nodes: HashMap<ComputeId, NodeId>,
+    channel: (crossbeam_channel::Sender<Completion>, crossbeam_channel::Receiver<Completion>),
+    compute_wall: Duration,
+    triggers: usize,
+    cache: CacheStats,
+}
+
+impl Invocation<'_> {
+    fn execute(&mut self, input: &[u8]) -> Result<Vec<Vec<u8>>, PlatformError> {
+        let log = self.platform.log.clone();
+        log.append(&TriggerRecord { invocation: self.invocation, source: TriggerSource::External, payload: input.to_vec() })?;
+        let mut driver = Driver::new(self.graph.clone());
+        let mut queue = driver.start(input);
+        let mut failure: Option<PlatformError> = None;
+        loop {
+            for command in std::mem::take(&mut queue) {
+                match command {
+                    Command::Start { component, instance, inputs } => {
+                        if let Err(e) = self.start(component, instance, inputs) {
+                            failure.get_or_insert(e);
+                            driver.handle(Event::Failed { component, instance, reason: String::new() });
+                        }
+                    }
+                    Command::EndSpan { memory } => self.bindings.end_span(memory),
+                    Command::Complete { outputs } => return Ok(outputs),
+                    Command::Abort { component, reason } => {
+                        failure.get_or_insert_with(|| PlatformError::ComponentFailed {
+                            app: self.graph.app().to_owned(),
+                            invocation: self.invocation,
+                            component: self.graph.compute(component).name.clone(),
+                            reason,
+                        });
+                    }
+                }
+            }
+            if self.running.is_empty() {
+                // Nothing left that could make progress.
+                return Err(failure.unwrap_or_else(|| PlatformError::Config("the invocation stalled".into())));
+            }
+            let Ok((component, instance, outcome)) = self.channel.1.recv() else {
+                return Err(PlatformError::Config("sandbox completions channel closed".into()));
+            };
+            self.finish(component, instance, &outcome);
+            let event = match outcome.output {
+                Ok(output) => {
+                    log.append(&TriggerRecord {
+                        invocation: self.invocation,
+                        source: TriggerSource::Component { component, instance },
+                        payload: output.clone(),
+                    })?;
+                    self.triggers += self.graph.triggers(component).len();
+                    Event::Finished { component, instance, output }
+                }
+                Err(e) => Event::Failed { component, instance, reason: e.to_string() },
+            };
+            if failure.is_none() {
+                queue = driver.handle(event);
+            }
+        }
+    }
+
+    fn start(&mut self, component: ComputeId, instance: u32, inputs: Vec<Vec<u8>>) -> Result<(), PlatformError> {
+        let spec = self.graph.compute(component);
+        let slot = self.platform.config.size_classes.compute_slot();
+        let peers_on = self.graph.peers(component).iter().filter_map(|p| self.nodes.get(p).copied()).collect();
+        let triggered_from = self.graph.triggered_by(component).first().and_then(|p| self.nodes.get(p).copied());
+        let placement = self.platform.scheduler.lock().place(&PlacementRequest {
+            app: self.graph.app().to_owned(),
+            component: spec.name.clone(),
+            pool: Pool::Compute,
+            demand: Resources::new(spec.millicores, slot),
+            first_in_graph: self.graph.stage(component) == 0,
+            triggered_from,
+            peers_on,
+        })?;
+        self.nodes.insert(component, placement.node);
+        let Some(account) = AllocationAccount::open() else {
+            self.platform.scheduler.lock().release(&placement);
+            return Err(PlatformError::AccountsExhausted);
+        };
+        let piece = match self.platform.registry.get(&spec.code) {
+            Ok(piece) => piece,
+            Err(source) => {
+                self.platform.scheduler.lock().release(&placement);
+                return Err(PlatformError::Deploy { app: self.graph.app().to_owned(), source });
+            }
+        };
+        let ticket = self.meter.compute_started(&spec.name, slot, spec.millicores, account.clone());
+        let job = SandboxJob {
+            label: format!("{}#{instance}", spec.name),
+            piece,
+            context: Context::new(self.bindings.clone(), component, instance, inputs),
+            account: Some(account),
+        };
+        let tx = self.channel.0.clone();
+        let started = self.platform.sandbox.start(job, Box::new(move |outcome| {
+            let _ = tx.send((component, instance, outcome));
+        }));
+        match started {
+            Ok(()) => {
+                self.running.insert((component, instance), Running { placement, ticket });
+                Ok(())
+            }
+            Err(e) => {
+                self.platform.scheduler.lock().release(&placement);
+                self.meter.compute_finished(ticket, Duration::ZERO);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn finish(&mut self, component: ComputeId, instance: u32, outcome: &SandboxOutcome) {
+        if let Some(running) = self.running.remove(&(component, instance)) {
+            self.platform.scheduler.lock().release(&running.placement);
+            self.meter.compute_finished(running.ticket, outcome.usage.cpu);
+        }
+        self.compute_wall += outcome.usage.wall;
+        let stats = outcome.context.cache_stats();
+        self.cache.hits += stats.hits;
+        self.cache.misses += stats.misses;
+        self.cache.writebacks += stats.writebacks;
+        self.cache.bypasses += stats.bypasses;
+    }
+}
