@@ -228,6 +228,13 @@ impl EmbeddedPlatform {
         &self.config
     }
 
+    /// Bytes held by physical memory components on all memory nodes: zero
+    /// when no invocation is running (every span has ended).
+    pub fn memory_in_use_bytes(&self) -> u64 {
+        use resc_core::pool::MemoryPool;
+        self.memory.values().map(|m| m.allocated_bytes()).sum()
+    }
+
     /// Deploys a graph: every code piece it names must be registered.
     pub fn deploy(&self, graph: ResourceGraph) -> Result<Deployment, PlatformError> {
         self.registry.check(&graph).map_err(|source| PlatformError::Deploy { app: graph.app().to_owned(), source })?;
