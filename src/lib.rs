@@ -4,7 +4,7 @@
 //!
 //! - [`core`]: the resource-graph model, JSON template, traits, runtime API and
 //!   in-process backends;
-//! - [`reference`]: the assembled reference platform (embedded cluster,
+//! - [`reference`](mod@reference): the assembled reference platform (embedded cluster,
 //!   metering, the `resc` command);
 //! - [`rdma`], [`swap`], [`sched`], [`ilp`]: transports, far memory,
 //!   scheduling and aggregation planning.

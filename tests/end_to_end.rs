@@ -96,7 +96,8 @@ fn memory_components_live_exactly_their_span() {
         .register("spans.b", move |ctx: &mut Context| {
             let mut back = [0u8; 4];
             ctx.channel("m")?.read(0, &mut back)?;
-            Ok(format!("{},{},{}", String::from_utf8_lossy(ctx.input()), String::from_utf8_lossy(&back), in_b()).into_bytes())
+            Ok(format!("{},{},{}", String::from_utf8_lossy(ctx.input()), String::from_utf8_lossy(&back), in_b())
+                .into_bytes())
         })
         .register("spans.c", move |ctx: &mut Context| {
             Ok(format!("{},{}", String::from_utf8_lossy(ctx.input()), in_c()).into_bytes())

@@ -33,10 +33,7 @@ impl Default for SizeClasses {
     /// The paper's configuration: memory classes 64 MiB, 128 MiB, …, 1 GiB and
     /// a 256 MiB compute slot.
     fn default() -> Self {
-        SizeClasses {
-            memory: vec![64 * MIB, 128 * MIB, 256 * MIB, 512 * MIB, GIB],
-            compute_slot: 256 * MIB,
-        }
+        SizeClasses { memory: vec![64 * MIB, 128 * MIB, 256 * MIB, 512 * MIB, GIB], compute_slot: 256 * MIB }
     }
 }
 
@@ -126,12 +123,7 @@ impl SizeClasses {
 
     /// A one-line description for reports, e.g. `64 MiB … 1 GiB (5 classes)`.
     pub fn describe(&self) -> String {
-        format!(
-            "{} … {} ({} classes)",
-            format_bytes(self.smallest()),
-            format_bytes(self.largest()),
-            self.memory.len()
-        )
+        format!("{} … {} ({} classes)", format_bytes(self.smallest()), format_bytes(self.largest()), self.memory.len())
     }
 }
 

@@ -129,11 +129,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         // SAFETY: the block was allocated with this (size + pad, align) layout;
         // System.realloc keeps the header bytes, which precede the payload.
         let new_base = unsafe {
-            System.realloc(
-                base,
-                Layout::from_size_align_unchecked(layout.size() + pad, layout.align()),
-                new_full,
-            )
+            System.realloc(base, Layout::from_size_align_unchecked(layout.size() + pad, layout.align()), new_full)
         };
         if new_base.is_null() {
             return new_base;

@@ -176,7 +176,7 @@ fn accuracy(report: &InvocationReport) -> Result<f64, DemoError> {
 }
 
 fn median_by_wall(mut reports: Vec<InvocationReport>) -> (InvocationReport, Vec<f64>) {
-    reports.sort_by(|a, b| a.wall.cmp(&b.wall));
+    reports.sort_by_key(|r| r.wall);
     let walls = reports.iter().map(|r| r.wall.as_secs_f64()).collect();
     let mid = reports.len() / 2;
     (reports.swap_remove(mid), walls)
@@ -217,7 +217,8 @@ pub fn run_lr(options: &LrOptions, progress: &mut dyn FnMut(Progress)) -> Result
     }
     let mut function_bytes = peak.div_ceil(FUNCTION_SIZE_STEP).max(1) * FUNCTION_SIZE_STEP;
 
-    let mut measured: Vec<(Vec<InvocationReport>, Vec<InvocationReport>)> = jobs.iter().map(|_| (vec![], vec![])).collect();
+    let mut measured: Vec<(Vec<InvocationReport>, Vec<InvocationReport>)> =
+        jobs.iter().map(|_| (vec![], vec![])).collect();
     for round in 0..options.repeat {
         for (job, (resc, baseline)) in jobs.iter().zip(measured.iter_mut()) {
             // Alternate the order so that drift of the machine hits both modes alike.
@@ -311,7 +312,9 @@ pub fn lr_table(report: &LrReport) -> String {
             "  {:<10} {:>8} {:>12} {:>12} {:>12} {:>12} {:>10} {:>9}",
             "", "wall s", "cmp alloc", "cmp used", "mem alloc", "mem used", "waste", "accuracy"
         );
-        for (name, f, acc) in [("ReSC", &run.resc, run.accuracy_resc), ("baseline", &run.baseline, run.accuracy_baseline)] {
+        for (name, f, acc) in
+            [("ReSC", &run.resc, run.accuracy_resc), ("baseline", &run.baseline, run.accuracy_baseline)]
+        {
             let _ = writeln!(
                 out,
                 "  {:<10} {:>8.3} {:>12.4} {:>12.4} {:>12.4} {:>12.4} {:>10.4} {:>9.4}",
@@ -387,7 +390,8 @@ pub fn run_chain(options: &ChainOptions, progress: &mut dyn FnMut(Progress)) -> 
     let platform = EmbeddedPlatform::new(PlatformConfig::default(), registry)?;
     let deployment = platform.deploy(template::parse(CHAIN_TEMPLATE)?)?;
     let components = deployment.graph().compute_components().len();
-    let job = serde_json::to_vec(&ChainJob { sleep_ms: options.sleep_ms }).map_err(|e| DemoError::Output(e.to_string()))?;
+    let job =
+        serde_json::to_vec(&ChainJob { sleep_ms: options.sleep_ms }).map_err(|e| DemoError::Output(e.to_string()))?;
     progress(Progress::Total(2 * u64::from(options.repeat)));
     let mut runs = Vec::new();
     for round in 0..options.repeat {
@@ -424,7 +428,12 @@ pub fn chain_table(report: &ChainReport) -> String {
         let _ = writeln!(
             out,
             "  {:>5} {:>14.2} {:>12.2} {:>12.3} {:>20.1} {:>16.2}",
-            run.round, run.end_to_end_ms, run.compute_ms, run.overhead_ms, run.overhead_per_trigger_us, run.baseline_end_to_end_ms
+            run.round,
+            run.end_to_end_ms,
+            run.compute_ms,
+            run.overhead_ms,
+            run.overhead_per_trigger_us,
+            run.baseline_end_to_end_ms
         );
     }
     out

@@ -104,15 +104,15 @@ impl Driver {
         let entries: Vec<ComputeId> = self.graph.entry_points().collect();
         let mut commands = Vec::new();
         for component in entries {
-            self.start_all(component, vec![input.to_vec()], &mut commands);
+            self.start_all(component, &[input.to_vec()], &mut commands);
         }
         commands
     }
 
-    fn start_all(&self, component: ComputeId, inputs: Vec<Vec<u8>>, commands: &mut Vec<Command>) {
+    fn start_all(&self, component: ComputeId, inputs: &[Vec<u8>], commands: &mut Vec<Command>) {
         let n = self.graph.compute(component).parallelism;
         for instance in 0..n {
-            commands.push(Command::Start { component, instance, inputs: inputs.clone() });
+            commands.push(Command::Start { component, instance, inputs: inputs.to_vec() });
         }
     }
 
@@ -154,7 +154,7 @@ impl Driver {
             self.triggers_left[n] -= 1;
             if self.triggers_left[n] == 0 {
                 let inputs = self.gather(next);
-                self.start_all(next, inputs, &mut commands);
+                self.start_all(next, &inputs, &mut commands);
             }
         }
         self.components_left -= 1;

@@ -6,7 +6,7 @@ use resc_core::memory::CacheConfig;
 use resc_core::resources::{KIB, MIB};
 use resc_reference::alloc_meter::CountingAllocator;
 use resc_reference::demo::{self, ChainOptions, LrOptions, Progress};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[global_allocator]
@@ -126,7 +126,7 @@ fn demo_lr(args: LrArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn demo_chain(args: ChainArgs) -> Result<(), String> {
+fn demo_chain(args: &ChainArgs) -> Result<(), String> {
     let (bar, mut on_progress) = progress_bar();
     let report = demo::run_chain(&ChainOptions { sleep_ms: args.sleep_ms, repeat: args.repeat }, &mut on_progress)
         .map_err(|e| e.to_string());
@@ -140,8 +140,8 @@ fn demo_chain(args: ChainArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn validate(file: PathBuf) -> Result<(), String> {
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+fn validate(file: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let graph = resc_core::template::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     println!(
         "{}: valid: application `{}`, {} compute and {} memory components",
@@ -157,8 +157,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(DemoCommand::Lr(args)) => demo_lr(args),
-        Command::Demo(DemoCommand::Chain(args)) => demo_chain(args),
-        Command::Validate { file } => validate(file),
+        Command::Demo(DemoCommand::Chain(args)) => demo_chain(&args),
+        Command::Validate { file } => validate(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -323,7 +323,11 @@ const TIMELINE_POINTS: usize = 400;
 
 fn summarize(records: &Records, end: f64) -> Usage {
     let mut by_key: BTreeMap<(Side, String), ComponentUsage> = BTreeMap::new();
-    fn get<'a>(map: &'a mut BTreeMap<(Side, String), ComponentUsage>, side: Side, name: &str) -> &'a mut ComponentUsage {
+    fn get<'a>(
+        map: &'a mut BTreeMap<(Side, String), ComponentUsage>,
+        side: Side,
+        name: &str,
+    ) -> &'a mut ComponentUsage {
         map.entry((side, name.to_owned())).or_insert_with(|| ComponentUsage {
             name: name.to_owned(),
             side,

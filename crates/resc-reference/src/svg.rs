@@ -7,10 +7,17 @@ use std::fmt::Write;
 
 const PANEL_W: f64 = 420.0;
 const PANEL_H: f64 = 180.0;
-const MARGIN: f64 = 56.0;
+const MARGIN: f64 = 72.0;
 const ROW_H: f64 = PANEL_H + 70.0;
 
-fn polyline(points: &[TimelinePoint], value: impl Fn(&TimelinePoint) -> u64, x0: f64, y0: f64, t_max: f64, y_max: f64) -> String {
+fn polyline(
+    points: &[TimelinePoint],
+    value: impl Fn(&TimelinePoint) -> u64,
+    x0: f64,
+    y0: f64,
+    t_max: f64,
+    y_max: f64,
+) -> String {
     let mut path = String::new();
     let mut previous: Option<f64> = None;
     for p in points {
@@ -91,7 +98,8 @@ pub fn lr_memory_chart(report: &LrReport) -> String {
                     t_max,
                     y_max,
                 );
-                let _ = writeln!(svg, r##"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{points}"/>"##);
+                let _ =
+                    writeln!(svg, r##"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{points}"/>"##);
             }
         }
     }

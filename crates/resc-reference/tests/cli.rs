@@ -49,7 +49,18 @@ fn validate_reports_a_missing_file() {
 fn demo_lr_json_has_one_entry_per_input_with_equal_accuracy() {
     let svg = std::env::temp_dir().join(format!("resc-cli-test-{}.svg", std::process::id()));
     let out = resc(&[
-        "demo", "lr", "--json", "--input-mb", "2", "--input-mb", "3", "--epochs", "3", "--repeat", "1", "--svg",
+        "demo",
+        "lr",
+        "--json",
+        "--input-mb",
+        "2",
+        "--input-mb",
+        "3",
+        "--epochs",
+        "3",
+        "--repeat",
+        "1",
+        "--svg",
         svg.to_str().expect("utf-8 path"),
     ]);
     let report = json(&out);

@@ -168,6 +168,16 @@ pub enum GraphError {
         /// The components on the cycle, first repeated at the end.
         cycle: Vec<String>,
     },
+    /// The same trigger edge twice: the output would be delivered twice.
+    #[error("edge #{edge} (trigger) repeats the trigger edge `{from}` → `{to}`")]
+    DuplicateTrigger {
+        /// The repeating edge's position in `edges`.
+        edge: usize,
+        /// Its `from`.
+        from: String,
+        /// Its `to`.
+        to: String,
+    },
     /// A memory component that no access edge reaches: it could never be used.
     #[error("memory component `{name}` is not accessed by any compute component: add an access edge or remove it")]
     UnaccessedMemory {
@@ -210,10 +220,10 @@ impl GraphError {
                 (Site::Edge { index: *edge }, Some(end.field()))
             }
             GraphError::TriggerCycle { edge, .. } => (Site::Edge { index: *edge }, None),
-            GraphError::UnaccessedMemory { index, name } => (
-                Site::Memory { index: *index, name: name.clone() },
-                Some("name"),
-            ),
+            GraphError::DuplicateTrigger { edge, .. } => (Site::Edge { index: *edge }, Some("to")),
+            GraphError::UnaccessedMemory { index, name } => {
+                (Site::Memory { index: *index, name: name.clone() }, Some("name"))
+            }
             GraphError::ZeroSize { site, field } | GraphError::InconsistentSize { site, field, .. } => {
                 (site.clone(), Some(field))
             }

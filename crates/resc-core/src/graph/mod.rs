@@ -100,6 +100,9 @@ pub enum ComponentRef {
 
 const MAX_NAME: usize = 64;
 
+/// The largest size in MiB whose byte count fits in a `u64`.
+const MAX_MIB: u64 = u64::MAX / MIB;
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME
@@ -115,7 +118,13 @@ impl ResourceGraph {
         if template.budget_mib == 0 {
             return Err(GraphError::ZeroSize { site: Site::App, field: "budget_mib" });
         }
-        let budget_bytes = template.budget_mib.saturating_mul(MIB);
+        let Some(budget_bytes) = template.budget_mib.checked_mul(MIB) else {
+            return Err(GraphError::InconsistentSize {
+                site: Site::App,
+                field: "budget_mib",
+                reason: format!("is {} MiB, above the largest possible budget of {} MiB", template.budget_mib, MAX_MIB),
+            });
+        };
         if template.compute.is_empty() {
             return Err(GraphError::NoCompute);
         }
@@ -213,19 +222,22 @@ impl ResourceGraph {
         };
         let from = lookup(EdgeEnd::From, &edge.from)?;
         let to = lookup(EdgeEnd::To, &edge.to)?;
-        let wrong = |end: EdgeEnd, name: &str, expected: ComponentKind, found: ComponentKind| GraphError::WrongEdgeKind {
-            edge: index,
-            kind: edge.kind,
-            end,
-            name: name.to_owned(),
-            expected,
-            found,
+        let wrong = |end: EdgeEnd, name: &str, expected: ComponentKind, found: ComponentKind| {
+            GraphError::WrongEdgeKind { edge: index, kind: edge.kind, end, name: name.to_owned(), expected, found }
         };
         let ComponentRef::Compute(source) = from else {
             return Err(wrong(EdgeEnd::From, &edge.from, ComponentKind::Compute, ComponentKind::Memory));
         };
         match (edge.kind, to) {
             (EdgeKind::Trigger, ComponentRef::Compute(target)) => {
+                // A repeated trigger edge would deliver the same output twice.
+                if self.triggers_out[source.0 as usize].contains(&target) {
+                    return Err(GraphError::DuplicateTrigger {
+                        edge: index,
+                        from: edge.from.clone(),
+                        to: edge.to.clone(),
+                    });
+                }
                 self.triggers_out[source.0 as usize].push(target);
                 self.triggers_in[target.0 as usize].push(source);
                 self.edges.push((edge.kind, Endpoint::Compute(source), Endpoint::Compute(target)));
@@ -279,35 +291,37 @@ impl ResourceGraph {
 
     fn cycle_error(&self, indegree: &[usize], template: &Template) -> GraphError {
         // Every node left with indegree > 0 has a predecessor also left: walk
-        // predecessors until a node repeats.
+        // predecessors until a node repeats. The walk from that node's first
+        // visit on is the cycle (what came before it only leads into it).
         let start = indegree.iter().position(|&d| d > 0).unwrap_or(0);
         let mut path = vec![start];
         let mut current = start;
-        loop {
-            let Some(prev) = self.triggers_in[current].iter().map(|p| p.0 as usize).find(|&p| indegree[p] > 0) else {
-                break;
-            };
+        while let Some(prev) = self.triggers_in[current].iter().map(|p| p.0 as usize).find(|&p| indegree[p] > 0) {
             if let Some(pos) = path.iter().position(|&p| p == prev) {
-                path.truncate(pos + 1);
+                path.drain(..pos);
                 break;
             }
             path.push(prev);
             current = prev;
         }
-        path.reverse(); // predecessor order → trigger order
+        // Predecessor order → trigger order.
+        path.reverse();
+        // The edge that closes the cycle is its member written last in the
+        // template; start the cycle just after it so that it ends with it.
+        let edge_of = |from: usize, to: usize| {
+            let (from, to) = (&self.compute[from].name, &self.compute[to].name);
+            template.edges.iter().rposition(|e| e.kind == EdgeKind::Trigger && &e.from == from && &e.to == to)
+        };
+        let len = path.len();
+        let (last, closing) = (0..len)
+            .filter_map(|i| edge_of(path[i], path[(i + 1) % len]).map(|edge| (i, edge)))
+            .max_by_key(|&(_, edge)| edge)
+            .unwrap_or((len.saturating_sub(1), 0));
+        path.rotate_left((last + 1) % len.max(1));
         let mut cycle: Vec<String> = path.iter().map(|&i| self.compute[i].name.clone()).collect();
         if let Some(first) = cycle.first().cloned() {
             cycle.push(first);
         }
-        let closing = (cycle.len() >= 2)
-            .then(|| (&cycle[cycle.len() - 2], &cycle[cycle.len() - 1]))
-            .and_then(|(from, to)| {
-                template
-                    .edges
-                    .iter()
-                    .position(|e| e.kind == EdgeKind::Trigger && &e.from == from && &e.to == to)
-            })
-            .unwrap_or(0);
         GraphError::TriggerCycle { edge: closing, cycle }
     }
 
@@ -471,3 +485,6 @@ fn memory_component(spec: &MemorySpec, site: &Site, budget_mib: u64) -> Result<M
         increment_bytes: spec.increment_mib * MIB,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -113,9 +113,8 @@ impl MemoryPool for InProcessMemory {
 
     fn free(&self, remote: &RemoteRegion) -> Result<(), PoolError> {
         let mut regions = self.regions.write();
-        let region = regions
-            .get(&remote.region)
-            .ok_or(PoolError::UnknownRegion { node: self.node, region: remote.region })?;
+        let region =
+            regions.get(&remote.region).ok_or(PoolError::UnknownRegion { node: self.node, region: remote.region })?;
         if region.key != remote.key {
             return Err(PoolError::AccessDenied { node: self.node, region: remote.region });
         }

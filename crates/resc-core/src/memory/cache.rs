@@ -120,6 +120,12 @@ impl LineCache {
         Some(&mut slot.data)
     }
 
+    /// The cached line, without counting a hit or marking it referenced.
+    pub(crate) fn peek_mut(&mut self, key: LineKey) -> Option<&mut [u8]> {
+        let slot = *self.index.get(&key)?;
+        Some(&mut self.slots[slot].data)
+    }
+
     /// Installs a line (replacing any cached copy) and returns its buffer to
     /// fill, plus a dirty line it evicted, if any. Counts a miss.
     pub(crate) fn install(&mut self, key: LineKey) -> (&mut [u8], Option<Evicted>) {

@@ -8,6 +8,7 @@ mod virtual_memory;
 
 pub use address_map::{AddressMap, Piece};
 pub use cache::{CacheConfig, CacheStats, LineCache};
+pub(crate) use local::LocalBudget;
 pub use local::LocalMemory;
-pub use virtual_memory::{ProvisionError, Provisioner, VirtualMemory};
 pub(crate) use virtual_memory::StateError;
+pub use virtual_memory::{ProvisionError, Provisioner, VirtualMemory};

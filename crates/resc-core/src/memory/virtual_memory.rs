@@ -202,7 +202,8 @@ impl VirtualMemory {
 
     /// Sets the logical length. Growing provisions as a write would;
     /// shrinking frees every physical component that lies wholly past the new
-    /// end. Bytes past the new end are unspecified if the component grows again.
+    /// end. The bytes cut from the physical component that still holds the
+    /// end stay in memory: the caller clears them (see `Channel::resize`).
     pub(crate) fn resize(&self, new_len: u64) -> Result<(), StateError> {
         self.ensure(new_len)?;
         let mut state = self.state.lock();

@@ -3,7 +3,7 @@
 use super::ChannelError;
 use crate::graph::{ComponentKind, ComponentRef, ResourceGraph};
 use crate::ids::{ComputeId, InvocationId, MemoryId};
-use crate::memory::{CacheConfig, LocalMemory, Provisioner, VirtualMemory};
+use crate::memory::{CacheConfig, LocalBudget, LocalMemory, Provisioner, VirtualMemory};
 use crate::transport::Transport;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -42,8 +42,12 @@ impl MemoryHandle {
 }
 
 enum Placement {
-    Remote { provisioner: Arc<dyn Provisioner>, cache: CacheConfig },
-    Local,
+    Remote {
+        provisioner: Arc<dyn Provisioner>,
+        cache: CacheConfig,
+    },
+    /// In the sandbox, within the application's budget cap.
+    Local(Arc<LocalBudget>),
 }
 
 /// The components of one invocation as its code pieces see them: the graph,
@@ -86,7 +90,8 @@ impl Bindings {
     }
 
     /// Aggregated bindings: memory components live in the sandbox's own
-    /// memory; messages still travel over an in-process fabric.
+    /// memory, their lengths together within the graph's budget cap;
+    /// messages still travel over an in-process fabric.
     pub fn local(graph: Arc<ResourceGraph>, invocation: InvocationId) -> Arc<Self> {
         Self::local_with_transport(graph, invocation, Arc::new(crate::inproc::InProcessFabric::new()))
     }
@@ -97,7 +102,14 @@ impl Bindings {
         invocation: InvocationId,
         transport: Arc<dyn Transport>,
     ) -> Arc<Self> {
-        Arc::new(Bindings { graph, invocation, transport, placement: Placement::Local, memories: Mutex::new(HashMap::new()) })
+        let budget = Arc::new(LocalBudget::new(graph.budget_bytes()));
+        Arc::new(Bindings {
+            graph,
+            invocation,
+            transport,
+            placement: Placement::Local(budget),
+            memories: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The graph.
@@ -119,7 +131,7 @@ impl Bindings {
     pub fn cache_config(&self) -> Option<CacheConfig> {
         match &self.placement {
             Placement::Remote { cache, .. } => Some(*cache),
-            Placement::Local => None,
+            Placement::Local(_) => None,
         }
     }
 
@@ -131,7 +143,10 @@ impl Bindings {
             ComponentRef::Compute(c) => self.graph.peers(caller).contains(&c),
         };
         if !connected {
-            return Err(ChannelError::NotConnected { from: self.graph.compute(caller).name.clone(), to: name.to_owned() });
+            return Err(ChannelError::NotConnected {
+                from: self.graph.compute(caller).name.clone(),
+                to: name.to_owned(),
+            });
         }
         Ok(target)
     }
@@ -152,7 +167,7 @@ impl Bindings {
                         provisioner.clone(),
                     )))
                 }
-                Placement::Local => MemoryHandle::Local(Arc::new(LocalMemory::new())),
+                Placement::Local(budget) => MemoryHandle::Local(Arc::new(LocalMemory::with_budget(budget.clone()))),
             })
             .clone()
     }

@@ -54,10 +54,16 @@ impl CacheHost {
 
     /// Writes back the dirty lines of `memory` (all when `None`).
     fn flush(&mut self, memory: Option<MemoryId>) -> Result<(), ChannelError> {
-        let dirty: Vec<((MemoryId, u64), Box<[u8]>)> =
+        let dirty: Vec<(_, Box<[u8]>)> =
             self.cache.take_dirty(memory, 0..u64::MAX).into_iter().map(|(k, d)| (k, d.into())).collect();
-        for ((m, line), data) in dirty {
-            self.write_line(m, line, &data)?;
+        for (i, &((m, line), ref data)) in dirty.iter().enumerate() {
+            if let Err(e) = self.write_line(m, line, data) {
+                // What did not reach memory stays buffered, for a later sync.
+                for &(key, _) in &dirty[i..] {
+                    self.cache.mark_dirty(key);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -88,7 +94,9 @@ pub(crate) enum ChannelKind {
         parallelism: u32,
         transport: Arc<dyn Transport>,
         state: Arc<Mutex<PeerState>>,
-        timeout: Duration,
+        /// The context's receive timeout, shared so that a later
+        /// `set_recv_timeout` applies to channels already open.
+        timeout: Arc<Mutex<Duration>>,
     },
 }
 
@@ -100,8 +108,17 @@ pub(crate) struct RemoteChannel {
 }
 
 impl ChannelKind {
-    pub(crate) fn remote(memory: Arc<VirtualMemory>, cache: Arc<Mutex<CacheHost>>, transport: Arc<dyn Transport>) -> Self {
-        ChannelKind::Remote(Box::new(RemoteChannel { memory, cache, transport, snapshot: (u64::MAX, AddressMap::new()) }))
+    pub(crate) fn remote(
+        memory: Arc<VirtualMemory>,
+        cache: Arc<Mutex<CacheHost>>,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        ChannelKind::Remote(Box::new(RemoteChannel {
+            memory,
+            cache,
+            transport,
+            snapshot: (u64::MAX, AddressMap::new()),
+        }))
     }
 }
 
@@ -290,8 +307,7 @@ impl Channel {
                 if m.is_released() {
                     return Err(ChannelError::Released { component: self.name.clone() });
                 }
-                m.write(addr, data);
-                Ok(())
+                m.write(addr, data).map_err(|e| state_error(&self.name, StateError::Provision(e), end))
             }
             ChannelKind::Remote(r) => {
                 let name = &self.name;
@@ -309,21 +325,30 @@ impl Channel {
 
     /// Sets the component's size: growing provisions physical components,
     /// shrinking frees those wholly past the new end. Buffered writes are
-    /// written back first.
+    /// written back first. Bytes between the old and the new end read as
+    /// zeros when the component grows again, as if never written.
     pub fn resize(&mut self, len: u64) -> Result<(), ChannelError> {
         match &mut self.kind {
             ChannelKind::Local(m) => {
-                m.resize(len);
-                Ok(())
+                if m.is_released() {
+                    return Err(ChannelError::Released { component: self.name.clone() });
+                }
+                m.resize(len).map_err(|e| state_error(&self.name, StateError::Provision(e), len))
             }
             ChannelKind::Remote(r) => {
+                let old_len = r.memory.len();
                 {
                     let mut host = r.cache.lock();
                     host.flush(Some(r.memory.id()))?;
                     let line = host.cache.line_bytes() as u64;
                     host.cache.invalidate(r.memory.id(), len / line);
                 }
-                r.memory.resize(len).map_err(|e| state_error(&self.name, e, len))
+                r.memory.resize(len).map_err(|e| state_error(&self.name, e, len))?;
+                // The physical component that now holds the end keeps the cut
+                // bytes: clear them, so that growing again reads zeros.
+                r.memory.refresh(&mut r.snapshot).map_err(|e| state_error(&self.name, e, len))?;
+                r.zero(len, old_len.min(r.snapshot.1.capacity()))
+                    .map_err(|source| ChannelError::Transport { component: self.name.clone(), source })
             }
             ChannelKind::Peer { .. } => Err(self.wrong("resize")),
         }
@@ -338,7 +363,7 @@ impl Channel {
                 r.cache.lock().cache.invalidate(r.memory.id(), 0);
                 r.memory.release();
             }
-            ChannelKind::Peer { .. } => {}
+            ChannelKind::Peer { .. } => return Err(self.wrong("release")),
         }
         Ok(())
     }
@@ -357,7 +382,11 @@ impl Channel {
             return Err(self.wrong("send"));
         };
         if instance >= *parallelism {
-            return Err(ChannelError::NoSuchInstance { component: self.name.clone(), instance, parallelism: *parallelism });
+            return Err(ChannelError::NoSuchInstance {
+                component: self.name.clone(),
+                instance,
+                parallelism: *parallelism,
+            });
         }
         let me = state.lock().me.clone();
         let to = Endpoint { invocation: me.invocation, component: *peer, instance };
@@ -375,7 +404,8 @@ impl Channel {
         let ChannelKind::Peer { peer, transport, state, timeout, .. } = &self.kind else {
             return Err(self.wrong("recv"));
         };
-        let deadline = Instant::now() + *timeout;
+        let timeout = *timeout.lock();
+        let deadline = Instant::now() + timeout;
         let mut state = state.lock();
         if let Some(message) = state.stash.get_mut(peer).and_then(VecDeque::pop_front) {
             return Ok(message);
@@ -385,7 +415,10 @@ impl Channel {
             let message = match transport.recv(&state.me, left) {
                 Ok(m) => m,
                 Err(TransportError::Timeout(_)) => {
-                    return Err(ChannelError::Timeout { component: self.name.clone(), timeout_ms: timeout.as_millis() as u64 })
+                    return Err(ChannelError::Timeout {
+                        component: self.name.clone(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    })
                 }
                 Err(e) => return Err(self.transport_error(e)),
             };
@@ -401,6 +434,13 @@ impl RemoteChannel {
     /// Reads straight from memory into `buf`.
     fn read_direct(&self, addr: u64, buf: &mut [u8]) -> Result<(), TransportError> {
         let map = &self.snapshot.1;
+        let Some(mut pieces) = map.split(addr, buf.len()) else {
+            return Ok(());
+        };
+        // Most accesses fall in one physical component: no batch to build.
+        if let Some(first) = pieces.next().filter(|p| p.len == buf.len()) {
+            return self.transport.read(&first.region, first.offset, buf);
+        }
         let Some(pieces) = map.split(addr, buf.len()) else {
             return Ok(());
         };
@@ -418,8 +458,30 @@ impl RemoteChannel {
         self.transport.execute(&mut ops).map_err(|e| e.error)
     }
 
+    /// Writes zeros straight to memory over `[from, to)` (nothing if empty).
+    fn zero(&self, from: u64, to: u64) -> Result<(), TransportError> {
+        const CHUNK: u64 = 64 * 1024;
+        if from >= to {
+            return Ok(());
+        }
+        let zeros = vec![0u8; (to - from).min(CHUNK) as usize];
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(CHUNK);
+            self.write_direct(at, &zeros[..n as usize])?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Writes straight to memory.
     fn write_direct(&self, addr: u64, data: &[u8]) -> Result<(), TransportError> {
+        let Some(mut pieces) = self.snapshot.1.split(addr, data.len()) else {
+            return Ok(());
+        };
+        if let Some(first) = pieces.next().filter(|p| p.len == data.len()) {
+            return self.transport.write(&first.region, first.offset, data);
+        }
         let Some(pieces) = self.snapshot.1.split(addr, data.len()) else {
             return Ok(());
         };
@@ -485,7 +547,7 @@ impl RemoteChannel {
             self.write_direct(addr, data)?;
             // Keep cached copies current; their dirty state is unchanged.
             for index in addr / line..end.div_ceil(line) {
-                if let Some(cached) = host.cache.lookup((id, index)) {
+                if let Some(cached) = host.cache.peek_mut((id, index)) {
                     copy_into(index * line, cached, addr, data);
                 }
             }

@@ -18,7 +18,7 @@ pub struct Context {
     inputs: Vec<Vec<u8>>,
     cache: Option<Arc<Mutex<CacheHost>>>,
     peers: Arc<Mutex<PeerState>>,
-    recv_timeout: Duration,
+    recv_timeout: Arc<Mutex<Duration>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -41,9 +41,9 @@ impl Context {
         let me = Endpoint { invocation: bindings.invocation(), component, instance };
         // The cache itself allocates its lines lazily, on the code piece's own
         // thread, so its memory is accounted to the code piece.
-        let cache = bindings.cache_config().map(|config| {
-            Arc::new(Mutex::new(CacheHost::new(LineCache::new(config), bindings.transport().clone())))
-        });
+        let cache = bindings
+            .cache_config()
+            .map(|config| Arc::new(Mutex::new(CacheHost::new(LineCache::new(config), bindings.transport().clone()))));
         Context {
             bindings,
             component,
@@ -51,7 +51,7 @@ impl Context {
             inputs,
             cache,
             peers: Arc::new(Mutex::new(PeerState::new(me))),
-            recv_timeout: DEFAULT_RECV_TIMEOUT,
+            recv_timeout: Arc::new(Mutex::new(DEFAULT_RECV_TIMEOUT)),
         }
     }
 
@@ -86,9 +86,10 @@ impl Context {
         self.inputs.first().map_or(&[], Vec::as_slice)
     }
 
-    /// Sets how long `recv` waits before it fails with a timeout.
+    /// Sets how long `recv` waits before it fails with a timeout, on every
+    /// channel of this context, open or not.
     pub fn set_recv_timeout(&mut self, timeout: Duration) {
-        self.recv_timeout = timeout;
+        *self.recv_timeout.lock() = timeout;
     }
 
     /// The local cache's counters (zero when aggregated).
@@ -120,7 +121,7 @@ impl Context {
                 parallelism: self.bindings.graph().compute(peer).parallelism,
                 transport: self.bindings.transport().clone(),
                 state: self.peers.clone(),
-                timeout: self.recv_timeout,
+                timeout: self.recv_timeout.clone(),
             },
         };
         Ok(Channel::new(name.to_owned(), self.bindings.kind_of(target), kind))

@@ -32,6 +32,8 @@ mod bindings;
 mod channel;
 mod context;
 mod error;
+#[cfg(test)]
+mod tests;
 
 pub use bindings::{Bindings, MemoryHandle};
 pub use channel::{Channel, PendingOp, PendingRead, PendingWrite};

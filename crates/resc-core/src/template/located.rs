@@ -24,18 +24,30 @@ impl fmt::Display for Location {
 
 impl Location {
     fn of_offset(text: &str, offset: usize) -> Location {
-        let before = &text[..offset.min(text.len())];
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         Location { line, column: before[line_start..].chars().count() + 1 }
     }
+
+    /// serde_json reports a 1-based line and the column of the last byte it
+    /// read, counted in bytes; this counts it in characters instead.
+    fn of_serde(text: &str, err: &serde_json::Error) -> Location {
+        let line = err.line();
+        let Some(line_text) = text.split('\n').nth(line.saturating_sub(1)) else {
+            return Location { line, column: err.column() };
+        };
+        let column = line_text.char_indices().take_while(|&(i, _)| i < err.column()).count();
+        Location { line, column: column.max(1) }
+    }
 }
 
-pub(super) fn syntax_error(err: &serde_json::Error) -> TemplateError {
-    TemplateError::Syntax {
-        location: Location { line: err.line(), column: err.column() },
-        message: strip_position(&err.to_string()),
-    }
+pub(super) fn syntax_error(text: &str, err: &serde_json::Error) -> TemplateError {
+    TemplateError::Syntax { location: Location::of_serde(text, err), message: strip_position(&err.to_string()) }
 }
 
 /// serde_json appends " at line L column C"; the location is reported separately.
@@ -49,7 +61,7 @@ fn strip_position(message: &str) -> String {
 pub(super) fn shape_error(text: &str, err: &serde_path_to_error::Error<serde_json::Error>) -> TemplateError {
     let inner = err.inner();
     if !inner.is_data() {
-        return syntax_error(inner);
+        return syntax_error(text, inner);
     }
     let path = err.path().to_string();
     let segments: Vec<String> = err
@@ -67,9 +79,15 @@ pub(super) fn shape_error(text: &str, err: &serde_path_to_error::Error<serde_jso
     let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()).map(str::to_owned);
     let unknown = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()).map(str::to_owned);
     let (component, in_component_field) = component_of(text, &segments);
+    // Point at the start of the offending value, or at the key of an unknown
+    // field, rather than where serde_json stopped reading (the value's end).
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let at_key = unknown.as_deref().is_some_and(|u| segments.last() == Some(&u));
+    let location = offset_of(text, &segments, at_key)
+        .map_or_else(|| Location::of_serde(text, inner), |offset| Location::of_offset(text, offset));
     let field = missing.or(unknown).or(in_component_field);
     TemplateError::Shape {
-        location: Location { line: inner.line(), column: inner.column() },
+        location,
         path: if path == "." { "(top level)".to_owned() } else { path },
         component,
         field,
@@ -95,30 +113,45 @@ fn component_of(text: &str, segments: &[String]) -> (Option<String>, Option<Stri
 
 pub(super) fn graph_error(text: &str, source: GraphError) -> TemplateError {
     let (site, field) = source.site();
-    let pointer = match field {
-        Some(f) => format!("{}/{f}", site.pointer()),
-        None => site.pointer(),
-    };
-    let offset = offset_of(text, &pointer).or_else(|| offset_of(text, &site.pointer())).unwrap_or(0);
+    let site_pointer = site.pointer();
+    let mut segments: Vec<&str> = site_pointer.split('/').skip(1).collect();
+    let site_offset = offset_of(text, &segments, false);
+    segments.extend(field);
+    let offset = offset_of(text, &segments, false).or(site_offset).unwrap_or(0);
     TemplateError::Invalid {
         location: Location::of_offset(text, offset),
         component: site.component().map(str::to_owned),
         field: field.map(str::to_owned),
-        source,
+        source: Box::new(source),
     }
 }
 
-/// The byte offset of the value at a JSON pointer, e.g. `/edges/3/to`.
-fn offset_of(text: &str, pointer: &str) -> Option<usize> {
+/// The byte offset of the value at a path of keys and indices, e.g.
+/// `["edges", "3", "to"]`; with `key`, of the last property's key instead.
+/// When a key is repeated the last one counts, as it is the one serde_json
+/// complains about.
+fn offset_of(text: &str, path: &[&str], key: bool) -> Option<usize> {
     let options = ParseOptions { allow_comments: false, ..ParseOptions::default() };
     let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options).ok()?;
     let mut value = parsed.value?;
-    for segment in pointer.split('/').skip(1) {
+    let mut key_start = None;
+    for segment in path {
         value = match value {
-            Value::Object(object) => object.properties.into_iter().find(|p| p.name.as_str() == segment)?.value,
-            Value::Array(array) => array.elements.into_iter().nth(segment.parse().ok()?)?,
+            Value::Object(object) => {
+                let property = object.properties.into_iter().rev().find(|p| p.name.as_str() == *segment)?;
+                key_start = Some(property.range.start);
+                property.value
+            }
+            Value::Array(array) => {
+                key_start = None;
+                array.elements.into_iter().nth(segment.parse().ok()?)?
+            }
             _ => return None,
         };
     }
-    Some(value.start())
+    if key {
+        key_start
+    } else {
+        Some(value.start())
+    }
 }

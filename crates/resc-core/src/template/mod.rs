@@ -33,10 +33,12 @@ use thiserror::Error;
 #[schemars(title = "ReSC resource-graph template")]
 pub struct Template {
     /// The application's name: 1 to 64 characters from `A-Z a-z 0-9 _ . -`.
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9_.-]+$"))]
     pub app: String,
     /// Cap on the memory, in MiB, that the application's memory components may
     /// hold at once in one invocation. A write that would grow past it fails
     /// with an error, and the data already written is kept.
+    #[schemars(range(min = 1))]
     pub budget_mib: u64,
     /// Compute components: code pieces. At least one.
     pub compute: Vec<ComputeSpec>,
@@ -52,9 +54,12 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComputeSpec {
-    /// Unique name among all components of the application.
+    /// Unique name among all components of the application: 1 to 64
+    /// characters from `A-Z a-z 0-9 _ . -`.
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9_.-]+$"))]
     pub name: String,
     /// The code piece it runs, as registered with the platform (e.g. `lr.train`).
+    #[schemars(length(min = 1))]
     pub code: String,
     /// CPU cores per instance; a multiple of 0.001. Defaults to 1.
     #[serde(default = "one_core")]
@@ -72,7 +77,9 @@ pub struct ComputeSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemorySpec {
-    /// Unique name among all components of the application.
+    /// Unique name among all components of the application: 1 to 64
+    /// characters from `A-Z a-z 0-9 _ . -`.
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9_.-]+$"))]
     pub name: String,
     /// Size, in MiB, allocated at the first access; rounded up to size classes.
     #[schemars(range(min = 1))]
@@ -138,8 +145,8 @@ pub enum TemplateError {
         component: Option<String>,
         /// The field at fault, when one is.
         field: Option<String>,
-        /// What is wrong.
-        source: GraphError,
+        /// What is wrong (boxed: it is large, and errors travel by value).
+        source: Box<GraphError>,
     },
 }
 
@@ -193,7 +200,7 @@ impl Template {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let template: Template =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|err| located::shape_error(text, &err))?;
-        deserializer.end().map_err(|err| located::syntax_error(&err))?;
+        deserializer.end().map_err(|err| located::syntax_error(text, &err))?;
         Ok(template)
     }
 

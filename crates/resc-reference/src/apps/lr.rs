@@ -64,7 +64,11 @@ impl LrJob {
     }
 
     fn check(&self, component: &str) -> Result<(), CodeError> {
-        if self.features == 0 || self.rows() == 0 || self.validation_rows() == 0 || self.validation_rows() == self.rows() {
+        if self.features == 0
+            || self.rows() == 0
+            || self.validation_rows() == 0
+            || self.validation_rows() == self.rows()
+        {
             return Err(CodeError::failed(format!(
                 "{component}: the job needs features > 0 and enough rows for both sets ({} rows, {}% validation)",
                 self.rows(),
@@ -88,10 +92,11 @@ pub struct LrResult {
 
 /// Registers `lr.load`, `lr.split`, `lr.train` and `lr.validate`.
 pub fn register(registry: &mut CodeRegistry) {
-    registry.register("lr.load", load).register("lr.split", split).register("lr.train", train).register(
-        "lr.validate",
-        validate,
-    );
+    registry
+        .register("lr.load", load)
+        .register("lr.split", split)
+        .register("lr.train", train)
+        .register("lr.validate", validate);
 }
 
 /// The job travels down the chain of triggers unchanged.

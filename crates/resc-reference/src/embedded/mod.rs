@@ -16,7 +16,9 @@ use resc_core::memory::{CacheConfig, CacheStats};
 use resc_core::resources::{Resources, GIB};
 use resc_core::runtime::{Bindings, CodeError, Context};
 use resc_core::sandbox::{CodeRegistry, Sandbox, SandboxError, SandboxJob, SandboxOutcome};
-use resc_core::scheduler::{ClusterSpec, Placement, PlacementRequest, Pool, PoolAwareScheduler, ScheduleError, Scheduler};
+use resc_core::scheduler::{
+    ClusterSpec, Placement, PlacementRequest, Pool, PoolAwareScheduler, ScheduleError, Scheduler,
+};
 use resc_core::size_class::SizeClasses;
 use resc_core::transport::Transport;
 use resc_core::trigger_log::{LogError, TriggerLog, TriggerRecord, TriggerSource};
@@ -175,6 +177,10 @@ struct Running {
 
 type Completion = (ComputeId, u32, SandboxOutcome);
 
+/// Where the aggregated sandbox leaves the invocation's outputs, or the
+/// component that failed.
+type AggregatedResult = Arc<Mutex<Option<Result<Vec<Vec<u8>>, (ComputeId, CodeError)>>>>;
+
 impl EmbeddedPlatform {
     /// Builds the cluster. Fails if metering is impossible (the counting
     /// allocator is not installed) or the configuration is inconsistent.
@@ -294,12 +300,7 @@ impl EmbeddedPlatform {
             cache: CacheStats::default(),
         };
         let result = run.execute(input);
-        bindings.end_all();
-        for endpoint in &endpoints {
-            self.fabric.close_endpoint(endpoint);
-        }
-        let wall = started.elapsed();
-        drop(sampler);
+        let wall = self.tear_down(&bindings, &endpoints, started, sampler);
         let outputs = result?;
         self.log.complete(invocation)?;
         Ok(InvocationReport {
@@ -344,8 +345,9 @@ impl EmbeddedPlatform {
         })?;
         let account = AllocationAccount::open().ok_or(PlatformError::AccountsExhausted)?;
         let ticket = meter.compute_started(graph.app(), function_bytes, millicores, account.clone());
-        let outputs: Arc<Mutex<Option<Result<Vec<Vec<u8>>, (ComputeId, CodeError)>>>> = Arc::new(Mutex::new(None));
-        let piece = aggregated_piece(graph.clone(), self.registry.clone(), bindings.clone(), input.to_vec(), outputs.clone());
+        let outputs: AggregatedResult = Arc::new(Mutex::new(None));
+        let piece =
+            aggregated_piece(graph.clone(), self.registry.clone(), bindings.clone(), input.to_vec(), outputs.clone());
         let (tx, rx) = crossbeam_channel::bounded(1);
         let entry = graph.entry_points().next().unwrap_or(ComputeId(0));
         let job = SandboxJob {
@@ -354,19 +356,17 @@ impl EmbeddedPlatform {
             context: Context::new(bindings.clone(), entry, 0, Vec::new()),
             account: Some(account),
         };
-        let started_sandbox = self.sandbox.start(job, Box::new(move |outcome| {
-            let _ = tx.send(outcome);
-        }));
-        let outcome = started_sandbox.map_err(PlatformError::from).and_then(|()| {
-            rx.recv().map_err(|_| PlatformError::Config("the sandbox ended without reporting".into()))
-        });
+        let started_sandbox = self.sandbox.start(
+            job,
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        let outcome = started_sandbox
+            .map_err(PlatformError::from)
+            .and_then(|()| rx.recv().map_err(|_| PlatformError::Config("the sandbox ended without reporting".into())));
         self.scheduler.lock().release(&placement);
-        bindings.end_all();
-        for endpoint in &endpoints {
-            self.fabric.close_endpoint(endpoint);
-        }
-        let wall = started.elapsed();
-        drop(sampler);
+        let wall = self.tear_down(&bindings, &endpoints, started, sampler);
         let outcome = outcome?;
         meter.compute_finished(ticket, outcome.usage.cpu);
         let result = outputs.lock().take();
@@ -388,7 +388,25 @@ impl EmbeddedPlatform {
         })
     }
 
-    fn failed(&self, graph: &ResourceGraph, invocation: InvocationId, component: ComputeId, e: &CodeError) -> PlatformError {
+    /// Ends every span still open and closes the message endpoints, whether
+    /// the invocation succeeded or not; returns its wall time.
+    fn tear_down(&self, bindings: &Bindings, endpoints: &[Endpoint], started: Instant, sampler: Sampler) -> Duration {
+        bindings.end_all();
+        for endpoint in endpoints {
+            self.fabric.close_endpoint(endpoint);
+        }
+        let wall = started.elapsed();
+        drop(sampler);
+        wall
+    }
+
+    fn failed(
+        &self,
+        graph: &ResourceGraph,
+        invocation: InvocationId,
+        component: ComputeId,
+        e: &CodeError,
+    ) -> PlatformError {
         PlatformError::ComponentFailed {
             app: graph.app().to_owned(),
             invocation,
@@ -405,7 +423,7 @@ fn aggregated_piece(
     registry: CodeRegistry,
     bindings: Arc<Bindings>,
     input: Vec<u8>,
-    result: Arc<Mutex<Option<Result<Vec<Vec<u8>>, (ComputeId, CodeError)>>>>,
+    result: AggregatedResult,
 ) -> impl Fn(&mut Context) -> Result<Vec<u8>, CodeError> + Send + Sync {
     move |_| {
         let mut driver = Driver::new(graph.clone());
@@ -457,7 +475,11 @@ struct Invocation<'p> {
 impl Invocation<'_> {
     fn execute(&mut self, input: &[u8]) -> Result<Vec<Vec<u8>>, PlatformError> {
         let log = self.platform.log.clone();
-        log.append(&TriggerRecord { invocation: self.invocation, source: TriggerSource::External, payload: input.to_vec() })?;
+        log.append(&TriggerRecord {
+            invocation: self.invocation,
+            source: TriggerSource::External,
+            payload: input.to_vec(),
+        })?;
         let mut driver = Driver::new(self.graph.clone());
         let mut queue = driver.start(input);
         let mut failure: Option<PlatformError> = None;
@@ -542,9 +564,12 @@ impl Invocation<'_> {
             account: Some(account),
         };
         let tx = self.channel.0.clone();
-        let started = self.platform.sandbox.start(job, Box::new(move |outcome| {
-            let _ = tx.send((component, instance, outcome));
-        }));
+        let started = self.platform.sandbox.start(
+            job,
+            Box::new(move |outcome| {
+                let _ = tx.send((component, instance, outcome));
+            }),
+        );
         match started {
             Ok(()) => {
                 self.running.insert((component, instance), Running { placement, ticket });
