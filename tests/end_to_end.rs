@@ -148,6 +148,8 @@ fn fan_out_gives_each_instance_the_input_and_fan_in_gathers_all_outputs() {
     // 10² + 11² + 12² = 365, from 3 instances.
     assert_eq!(report.outputs, vec![b"3:365".to_vec()]);
     assert_eq!(report.triggers, 1 + 3);
+    let baseline = platform.invoke_aggregated(&deployment, b"10", 128 * MIB).expect("aggregated run");
+    assert_eq!(baseline.outputs, report.outputs);
 }
 
 const CHATTY: &str = r#"{
@@ -188,8 +190,56 @@ fn concurrent_components_exchange_messages() {
     let deployment = platform.deploy(template::parse(CHATTY).expect("template")).expect("deploy");
     let report = platform.invoke(&deployment, b"").expect("run");
     assert_eq!(report.outputs, vec![b"pongping".to_vec()]);
-    // Aggregated, the same pieces would run one after the other and deadlock on recv;
-    // the platform refuses nothing here, it is the graph's choice to need concurrency.
+    // Aggregated, the concurrent components run as threads of the one function.
+    let baseline = platform.invoke_aggregated(&deployment, b"", 128 * MIB).expect("aggregated run");
+    assert_eq!(baseline.outputs, report.outputs);
+}
+
+const HANDOFF: &str = r#"{
+  "app": "handoff", "budget_mib": 16,
+  "compute": [{ "name": "writer", "code": "h.writer" }, { "name": "reader", "code": "h.reader" }],
+  "memory": [{ "name": "box", "initial_mib": 1, "increment_mib": 1 }],
+  "edges": [
+    { "kind": "trigger", "from": "writer", "to": "reader" },
+    { "kind": "access", "from": "writer", "to": "box" },
+    { "kind": "access", "from": "reader", "to": "box" }
+  ]
+}"#;
+
+#[test]
+fn buffered_writes_reach_memory_when_a_piece_returns_without_sync() {
+    let mut registry = CodeRegistry::new();
+    registry
+        .register("h.writer", |ctx: &mut Context| {
+            // Buffered, never synced: the runtime writes it back at the end.
+            let _pending = ctx.channel("box")?.write_async(0, b"hello")?;
+            Ok(Vec::new())
+        })
+        .register("h.reader", |ctx: &mut Context| {
+            let mut back = vec![0u8; 5];
+            ctx.channel("box")?.read(0, &mut back)?;
+            Ok(back)
+        });
+    let platform = EmbeddedPlatform::new(small_config(), registry).expect("platform");
+    let deployment = platform.deploy(template::parse(HANDOFF).expect("template")).expect("deploy");
+    assert_eq!(platform.invoke(&deployment, b"").expect("run").outputs, vec![b"hello".to_vec()]);
+}
+
+#[test]
+fn a_budget_below_a_memory_components_first_allocation_is_refused_at_deploy() {
+    let mut registry = CodeRegistry::new();
+    registry
+        .register("h.writer", |_: &mut Context| Ok(Vec::new()))
+        .register("h.reader", |_: &mut Context| Ok(Vec::new()));
+    let config = PlatformConfig {
+        // Memory components come in 8 MiB physical components at least.
+        size_classes: SizeClasses::powers_of_two(8 * MIB, 16 * MIB, 4 * MIB).expect("valid classes"),
+        ..small_config()
+    };
+    let platform = EmbeddedPlatform::new(config, registry).expect("platform");
+    let graph = template::parse(&HANDOFF.replace("\"budget_mib\": 16", "\"budget_mib\": 4")).expect("template");
+    let error = platform.deploy(graph).expect_err("1 MiB rounds up to 8 MiB, above the 4 MiB budget");
+    assert!(matches!(error, PlatformError::BudgetTooSmall { ref component, .. } if component == "box"), "{error}");
 }
 
 const GREEDY: &str = r#"{

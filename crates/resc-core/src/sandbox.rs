@@ -2,10 +2,11 @@
 //!
 //! # Contract
 //!
-//! - [`Sandbox::start`] runs the job's code piece with its context, off the
-//!   caller's thread, and calls `done` **exactly once** with the outcome,
-//!   whether the piece returned, failed or panicked (a panic becomes
-//!   [`CodeError::Panicked`]).
+//! - [`Sandbox::start`] runs the job's code piece with its context through
+//!   [`run_piece`], off the caller's thread, and calls `done` **exactly
+//!   once** with the outcome, whether the piece returned, failed or panicked
+//!   (a panic becomes [`CodeError::Panicked`]). When `start` returns an
+//!   error, `done` is never called.
 //! - The outcome's [`ComputeUsage`] reports the piece's CPU time and wall
 //!   time as measured in the sandbox.
 //! - When the job carries a [`ThreadAccount`], every allocation the piece
@@ -32,6 +33,15 @@ where
     fn run(&self, ctx: &mut Context) -> Result<Vec<u8>, CodeError> {
         self(ctx)
     }
+}
+
+/// Runs a code piece to its end as every sandbox must: its output counts
+/// only once the writes it buffered have reached memory (a piece that
+/// returns without `sync` loses nothing).
+pub fn run_piece(piece: &dyn CodePiece, ctx: &mut Context) -> Result<Vec<u8>, CodeError> {
+    let output = piece.run(ctx)?;
+    ctx.sync_all()?;
+    Ok(output)
 }
 
 /// Code pieces by the names templates refer to them with (`"code": "lr.train"`).

@@ -132,7 +132,10 @@ impl Driver {
 
     fn finished(&mut self, component: ComputeId, instance: u32, output: Vec<u8>) -> Vec<Command> {
         let c = component.0 as usize;
-        let Some(slot) = self.outputs[c].get_mut(instance as usize) else { return Vec::new() };
+        // Events may come from other processes: ignore ones naming nothing known.
+        let Some(slot) = self.outputs.get_mut(c).and_then(|o| o.get_mut(instance as usize)) else {
+            return Vec::new();
+        };
         if slot.is_some() {
             return Vec::new(); // a duplicate completion (at-least-once delivery)
         }

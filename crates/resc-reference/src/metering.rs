@@ -347,7 +347,8 @@ fn summarize(records: &Records, end: f64) -> Usage {
         let c = get(&mut by_key, Side::Compute, &r.component);
         c.physical_components += 1;
         c.held_s += held;
-        c.consumption.allocated_gib_s += r.slot_bytes as f64 * held / GIB;
+        // An instance that outgrew its slot is charged for what it held.
+        c.consumption.allocated_gib_s += r.slot_bytes.max(peak) as f64 * held / GIB;
         c.consumption.used_gib_s += used / GIB;
         c.consumption.cpu_allocated_s += f64::from(r.millicores) / 1000.0 * held;
         c.consumption.cpu_used_s += r.cpu_s;

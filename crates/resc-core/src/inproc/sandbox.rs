@@ -1,7 +1,7 @@
 //! Code pieces on threads of this process.
 
 use crate::runtime::CodeError;
-use crate::sandbox::{ComputeUsage, Done, Sandbox, SandboxError, SandboxJob, SandboxOutcome, ThreadAccount};
+use crate::sandbox::{run_piece, ComputeUsage, Done, Sandbox, SandboxError, SandboxJob, SandboxOutcome, ThreadAccount};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,7 +62,7 @@ impl Sandbox for ThreadSandbox {
                         account.enter();
                     }
                     let _entered = Entered(account);
-                    catch_unwind(AssertUnwindSafe(|| piece.run(&mut context)))
+                    catch_unwind(AssertUnwindSafe(|| run_piece(&*piece, &mut context)))
                         .unwrap_or_else(|payload| Err(CodeError::Panicked(panic_message(payload.as_ref()))))
                 };
                 let cpu = cpu_start.and_then(|t| t.try_elapsed().ok()).unwrap_or_default();

@@ -2,20 +2,24 @@
 //!
 //! Lines are keyed by (memory component, line index). Replacement is CLOCK
 //! (second chance), which approximates LRU without reordering on every hit.
-//! Dirty lines are written back when they are evicted or when the code piece
-//! calls `sync`. Line buffers are allocated on first use, so a cache that
-//! holds little costs little.
+//! Each line remembers the byte range its buffered writes dirtied, so a
+//! write-back touches exactly the bytes this instance wrote: instances that
+//! write disjoint parts of one line never overwrite each other. A dirty
+//! victim is written back by the runtime *before* its slot is reused, so a
+//! failed write-back loses nothing. Line buffers are allocated on first use.
 
 use crate::ids::MemoryId;
 use crate::resources::{KIB, MIB};
 use std::collections::HashMap;
+use std::ops::Range;
 
 /// Size of the cache and of its lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheConfig {
     /// Total bytes of cached lines.
     pub capacity_bytes: u64,
-    /// Bytes per line: a power of two that divides every memory size class.
+    /// Bytes per line: a power of two from 64 B; other values are rounded
+    /// up to one (see [`CacheConfig::line`]).
     pub line_bytes: u64,
 }
 
@@ -26,16 +30,26 @@ impl Default for CacheConfig {
     }
 }
 
+/// Smallest line the cache uses.
+const MIN_LINE: u64 = 64;
+/// Largest line the cache uses (a line is one allocation).
+const MAX_LINE: u64 = 64 * MIB;
+
 impl CacheConfig {
+    /// The line size in use: `line_bytes` rounded up to a power of two within 64 B … 64 MiB.
+    pub fn line(&self) -> u64 {
+        self.line_bytes.clamp(MIN_LINE, MAX_LINE).next_power_of_two()
+    }
+
     /// How many lines fit (at least one).
     pub fn lines(&self) -> usize {
-        (self.capacity_bytes / self.line_bytes.max(1)).max(1) as usize
+        (self.capacity_bytes / self.line()).max(1) as usize
     }
 
     /// Accesses at least this long go straight to memory: a scan longer than
     /// a quarter of the cache would only evict what the cache holds.
     pub fn bypass_bytes(&self) -> usize {
-        (self.capacity_bytes / 4).max(self.line_bytes) as usize
+        (self.capacity_bytes / 4).max(self.line()) as usize
     }
 }
 
@@ -44,9 +58,9 @@ impl CacheConfig {
 pub struct CacheStats {
     /// Line lookups served from the cache.
     pub hits: u64,
-    /// Line lookups that fetched from memory.
+    /// Lines fetched from memory into the cache.
     pub misses: u64,
-    /// Dirty lines written back.
+    /// Dirty ranges written back.
     pub writebacks: u64,
     /// Accesses that bypassed the cache.
     pub bypasses: u64,
@@ -55,20 +69,26 @@ pub struct CacheStats {
 /// Key of a cached line.
 pub(crate) type LineKey = (MemoryId, u64);
 
+/// A slot key no lookup can match: the slot is free for reuse.
+const RETIRED: LineKey = (MemoryId(u32::MAX), u64::MAX);
+
 struct Slot {
     key: LineKey,
     data: Box<[u8]>,
-    dirty: bool,
+    /// Bytes of the line written by buffered writes and not yet written back.
+    dirty: Option<Range<usize>>,
     referenced: bool,
 }
 
-/// A line evicted dirty: its bytes must reach memory.
-pub(crate) struct Evicted {
+/// A dirty range to write back: `bytes` belong at byte `offset` of line `key`.
+#[derive(Debug)]
+pub(crate) struct DirtyRange {
     pub(crate) key: LineKey,
-    pub(crate) data: Box<[u8]>,
+    pub(crate) offset: usize,
+    pub(crate) bytes: Box<[u8]>,
 }
 
-/// The cache proper; the runtime drives it (see `runtime::channel`).
+/// The cache proper; the runtime drives it (see `runtime::remote`).
 pub struct LineCache {
     config: CacheConfig,
     index: HashMap<LineKey, usize>,
@@ -104,7 +124,7 @@ impl LineCache {
     }
 
     pub(crate) fn line_bytes(&self) -> usize {
-        self.config.line_bytes as usize
+        self.config.line() as usize
     }
 
     pub(crate) fn count_bypass(&mut self) {
@@ -126,81 +146,110 @@ impl LineCache {
         Some(&mut self.slots[slot].data)
     }
 
-    /// Installs a line (replacing any cached copy) and returns its buffer to
-    /// fill, plus a dirty line it evicted, if any. Counts a miss.
-    pub(crate) fn install(&mut self, key: LineKey) -> (&mut [u8], Option<Evicted>) {
-        self.stats.misses += 1;
-        if let Some(&slot) = self.index.get(&key) {
-            return (&mut self.slots[slot].data, None);
+    /// Makes room for one more line. When the slot CLOCK picks is dirty,
+    /// returns a copy of its dirty bytes (leaving it cached and dirty): the
+    /// caller writes them back, calls [`mark_clean`](Self::mark_clean), and
+    /// asks again. `None` means [`install`](Self::install) will not lose data.
+    pub(crate) fn victim_to_write_back(&mut self) -> Option<DirtyRange> {
+        if self.slots.len() < self.config.lines() {
+            return None;
         }
-        let line = self.line_bytes();
-        let (slot, evicted) = if self.slots.len() < self.config.lines() {
-            self.slots.push(Slot { key, data: vec![0; line].into_boxed_slice(), dirty: false, referenced: true });
-            (self.slots.len() - 1, None)
-        } else {
-            let victim = self.victim();
-            let slot = &mut self.slots[victim];
-            self.index.remove(&slot.key);
-            let evicted = slot.dirty.then(|| {
-                self.stats.writebacks += 1;
-                Evicted { key: slot.key, data: slot.data.clone() }
-            });
-            slot.key = key;
-            slot.dirty = false;
-            slot.referenced = true;
-            (victim, evicted)
-        };
-        self.index.insert(key, slot);
-        (&mut self.slots[slot].data, evicted)
-    }
-
-    fn victim(&mut self) -> usize {
         loop {
             let i = self.hand;
+            let slot = &mut self.slots[i];
+            if slot.key == RETIRED || !slot.referenced {
+                return slot.dirty.clone().map(|range| DirtyRange {
+                    key: slot.key,
+                    offset: range.start,
+                    bytes: slot.data[range].into(),
+                });
+            }
+            slot.referenced = false;
             self.hand = (self.hand + 1) % self.slots.len();
-            if self.slots[i].referenced {
-                self.slots[i].referenced = false;
-            } else {
-                return i;
-            }
         }
     }
 
-    /// Marks a cached line dirty.
-    pub(crate) fn mark_dirty(&mut self, key: LineKey) {
+    /// Installs a line and returns its buffer to fill; counts a miss. Reuses
+    /// the slot [`victim_to_write_back`](Self::victim_to_write_back) chose,
+    /// which must be clean by now. A cached key is returned as it is.
+    pub(crate) fn install(&mut self, key: LineKey) -> &mut [u8] {
         if let Some(&slot) = self.index.get(&key) {
-            self.slots[slot].dirty = true;
+            return &mut self.slots[slot].data;
+        }
+        self.stats.misses += 1;
+        let slot = if self.slots.len() < self.config.lines() {
+            let line = self.line_bytes();
+            self.slots.push(Slot { key, data: vec![0; line].into_boxed_slice(), dirty: None, referenced: true });
+            self.slots.len() - 1
+        } else {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            let slot = &mut self.slots[i];
+            debug_assert!(slot.dirty.is_none(), "a dirty slot is written back before reuse");
+            self.index.remove(&slot.key);
+            slot.key = key;
+            slot.dirty = None;
+            slot.referenced = true;
+            i
+        };
+        self.index.insert(key, slot);
+        &mut self.slots[slot].data
+    }
+
+    /// Records that `range` of a cached line holds buffered writes. When it
+    /// neither overlaps nor touches the line's dirty range, the old range is
+    /// returned instead, untouched: write it back, then call again.
+    pub(crate) fn mark_dirty(&mut self, key: LineKey, range: Range<usize>) -> Result<(), DirtyRange> {
+        let Some(&i) = self.index.get(&key) else { return Ok(()) };
+        let slot = &mut self.slots[i];
+        slot.dirty = match slot.dirty.take() {
+            None => Some(range),
+            Some(old) if old.start <= range.end && range.start <= old.end => {
+                Some(old.start.min(range.start)..old.end.max(range.end))
+            }
+            Some(old) => {
+                let pending = DirtyRange { key, offset: old.start, bytes: slot.data[old.clone()].into() };
+                slot.dirty = Some(old);
+                return Err(pending);
+            }
+        };
+        Ok(())
+    }
+
+    /// Marks a line clean after its dirty bytes reached memory.
+    pub(crate) fn mark_clean(&mut self, key: LineKey) {
+        if let Some(&i) = self.index.get(&key) {
+            self.slots[i].dirty = None;
+            self.stats.writebacks += 1;
         }
     }
 
-    /// Takes the dirty lines of `memory` (all components when `None`) whose
-    /// index is in `lines`, marking them clean; the caller writes them back.
-    pub(crate) fn take_dirty(
-        &mut self,
-        memory: Option<MemoryId>,
-        lines: std::ops::Range<u64>,
-    ) -> Vec<(LineKey, &[u8])> {
-        let mut dirty: Vec<(LineKey, &[u8])> = Vec::new();
-        let mut count = 0;
-        for slot in &mut self.slots {
-            if slot.dirty && memory.is_none_or(|m| m == slot.key.0) && lines.contains(&slot.key.1) {
-                slot.dirty = false;
-                count += 1;
-                dirty.push((slot.key, &slot.data));
-            }
-        }
-        self.stats.writebacks += count;
-        dirty.sort_unstable_by_key(|(k, _)| *k);
+    /// Copies of the dirty ranges of `memory` (all components when `None`),
+    /// in line order, left dirty: mark each clean once it is written back.
+    pub(crate) fn dirty(&self, memory: Option<MemoryId>) -> Vec<DirtyRange> {
+        let mut dirty: Vec<DirtyRange> = self
+            .slots
+            .iter()
+            .filter(|s| s.key != RETIRED && memory.is_none_or(|m| m == s.key.0))
+            .filter_map(|s| {
+                let range = s.dirty.clone()?;
+                Some(DirtyRange { key: s.key, offset: range.start, bytes: s.data[range].into() })
+            })
+            .collect();
+        dirty.sort_unstable_by_key(|d| d.key);
         dirty
     }
 
-    /// Copies of the dirty lines of `memory` in `lines`, left dirty.
-    pub(crate) fn dirty_overlay(&self, memory: MemoryId, lines: std::ops::Range<u64>) -> Vec<(u64, &[u8])> {
-        self.slots
-            .iter()
-            .filter(|s| s.dirty && s.key.0 == memory && lines.contains(&s.key.1))
-            .map(|s| (s.key.1, &s.data[..]))
-            .collect()
+    /// The dirty bytes of `memory`'s lines in `lines`: (line, offset in line, bytes).
+    pub(crate) fn dirty_overlay(
+        &self,
+        memory: MemoryId,
+        lines: Range<u64>,
+    ) -> impl Iterator<Item = (u64, usize, &[u8])> {
+        self.slots.iter().filter(move |s| s.key.0 == memory && lines.contains(&s.key.1)).filter_map(|s| {
+            let range = s.dirty.clone()?;
+            Some((s.key.1, range.start, &s.data[range]))
+        })
     }
 
     /// Drops one line, dirty or not (its fill failed).
@@ -212,10 +261,9 @@ impl LineCache {
 
     fn retire(&mut self, slot: usize) {
         let slot = &mut self.slots[slot];
-        slot.dirty = false;
+        slot.dirty = None;
         slot.referenced = false;
-        // An unreachable key keeps the slot out of lookups until it is reused.
-        slot.key = (MemoryId(u32::MAX), u64::MAX);
+        slot.key = RETIRED;
     }
 
     /// Drops every line of `memory` from index `from_line` on, dirty or not.
@@ -226,5 +274,52 @@ impl LineCache {
                 self.retire(i);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(lines: u64) -> LineCache {
+        LineCache::new(CacheConfig { capacity_bytes: lines * 64, line_bytes: 64 })
+    }
+
+    #[test]
+    fn a_dirty_victim_is_offered_for_write_back_before_its_slot_is_reused() {
+        let mut c = cache(1);
+        let m = MemoryId(0);
+        assert!(c.victim_to_write_back().is_none(), "room left");
+        c.install((m, 0))[..4].copy_from_slice(b"abcd");
+        c.mark_dirty((m, 0), 0..4).expect("first dirty range");
+        // CLOCK clears the reference bit, then offers the dirty line.
+        let victim = c.victim_to_write_back().expect("the only slot is dirty");
+        assert_eq!((victim.key, victim.offset, &victim.bytes[..]), ((m, 0), 0, &b"abcd"[..]));
+        c.mark_clean((m, 0));
+        assert!(c.victim_to_write_back().is_none());
+        c.install((m, 1));
+        assert!(c.peek_mut((m, 0)).is_none() && c.peek_mut((m, 1)).is_some());
+    }
+
+    #[test]
+    fn disjoint_dirty_ranges_are_not_merged() {
+        let mut c = cache(2);
+        let key = (MemoryId(0), 0);
+        c.install(key);
+        c.mark_dirty(key, 0..8).expect("first range");
+        c.mark_dirty(key, 8..16).expect("a touching range merges");
+        let pending = c.mark_dirty(key, 32..40).expect_err("a disjoint range asks for a write-back");
+        assert_eq!((pending.offset, pending.bytes.len()), (0, 16));
+        c.mark_clean(key);
+        c.mark_dirty(key, 32..40).expect("clean now");
+        let dirty = c.dirty(None);
+        assert_eq!((dirty.len(), dirty[0].offset, dirty[0].bytes.len()), (1, 32, 8));
+    }
+
+    #[test]
+    fn lines_are_powers_of_two_from_64_bytes() {
+        assert_eq!(CacheConfig { capacity_bytes: MIB, line_bytes: 0 }.line(), 64);
+        assert_eq!(CacheConfig { capacity_bytes: MIB, line_bytes: 3000 }.line(), 4096);
+        assert_eq!(CacheConfig { capacity_bytes: 0, line_bytes: 4096 }.lines(), 1);
     }
 }

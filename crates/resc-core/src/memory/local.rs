@@ -23,14 +23,31 @@ impl LocalBudget {
     }
 }
 
+/// Why a local access failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LocalError {
+    /// The component was released.
+    Released,
+    /// The access is past the end (`size` bytes).
+    OutOfRange { size: u64 },
+    /// Growth was refused.
+    Provision(ProvisionError),
+}
+
 /// A memory component backed by the sandbox's own heap. It grows to exactly
 /// what is written (rounded up to 1 MiB) and is accounted to the sandbox that
 /// allocates it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LocalMemory {
-    bytes: RwLock<Vec<u8>>,
-    released: RwLock<bool>,
+    /// `None` once released; one lock, so no access races a release.
+    bytes: RwLock<Option<Vec<u8>>>,
     budget: Option<Arc<LocalBudget>>,
+}
+
+impl Default for LocalMemory {
+    fn default() -> Self {
+        LocalMemory { bytes: RwLock::new(Some(Vec::new())), budget: None }
+    }
 }
 
 impl LocalMemory {
@@ -60,9 +77,9 @@ impl LocalMemory {
         Ok(())
     }
 
-    /// Bytes in use.
+    /// Bytes in use (0 once released).
     pub fn len(&self) -> u64 {
-        self.bytes.read().len() as u64
+        self.bytes.read().as_ref().map_or(0, |b| b.len() as u64)
     }
 
     /// Whether nothing has been written.
@@ -72,40 +89,44 @@ impl LocalMemory {
 
     /// Whether the component was released.
     pub fn is_released(&self) -> bool {
-        *self.released.read()
+        self.bytes.read().is_none()
     }
 
-    /// Copies `buf.len()` bytes at `addr` into `buf`; `false` if out of range.
-    pub(crate) fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        let bytes = self.bytes.read();
-        let Some(range) = range_in(addr, buf.len(), bytes.len()) else {
-            return false;
-        };
+    /// Copies `buf.len()` bytes at `addr` into `buf`.
+    pub(crate) fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), LocalError> {
+        let guard = self.bytes.read();
+        let bytes = guard.as_ref().ok_or(LocalError::Released)?;
+        let range =
+            range_in(addr, buf.len(), bytes.len()).ok_or(LocalError::OutOfRange { size: bytes.len() as u64 })?;
         buf.copy_from_slice(&bytes[range]);
-        true
+        Ok(())
     }
 
     /// Writes `data` at `addr`, growing as needed within the budget; on
     /// error nothing is written.
-    pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<(), ProvisionError> {
-        let mut bytes = self.bytes.write();
+    pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<(), LocalError> {
+        let mut guard = self.bytes.write();
+        let bytes = guard.as_mut().ok_or(LocalError::Released)?;
         let end = addr.saturating_add(data.len() as u64);
-        let end = usize::try_from(end).map_err(|_| ProvisionError::NoCapacity { requested: end })?;
+        let end =
+            usize::try_from(end).map_err(|_| LocalError::Provision(ProvisionError::NoCapacity { requested: end }))?;
         if end > bytes.len() {
-            self.charge(bytes.len(), end)?;
-            grow_to(&mut bytes, end);
+            self.charge(bytes.len(), end).map_err(LocalError::Provision)?;
+            grow_to(bytes, end);
         }
         bytes[end - data.len()..end].copy_from_slice(data);
         Ok(())
     }
 
     /// Sets the length, zero-filling growth within the budget.
-    pub(crate) fn resize(&self, len: u64) -> Result<(), ProvisionError> {
-        let mut bytes = self.bytes.write();
-        let len = usize::try_from(len).map_err(|_| ProvisionError::NoCapacity { requested: len })?;
-        self.charge(bytes.len(), len)?;
+    pub(crate) fn resize(&self, len: u64) -> Result<(), LocalError> {
+        let mut guard = self.bytes.write();
+        let bytes = guard.as_mut().ok_or(LocalError::Released)?;
+        let len =
+            usize::try_from(len).map_err(|_| LocalError::Provision(ProvisionError::NoCapacity { requested: len }))?;
+        self.charge(bytes.len(), len).map_err(LocalError::Provision)?;
         if len > bytes.len() {
-            grow_to(&mut bytes, len);
+            grow_to(bytes, len);
         } else {
             bytes.truncate(len);
             bytes.shrink_to(len.next_multiple_of(LOCAL_GROWTH_STEP));
@@ -113,13 +134,12 @@ impl LocalMemory {
         Ok(())
     }
 
-    /// Frees the bytes; later accesses fail.
+    /// Frees the bytes; later accesses fail. Idempotent.
     pub fn release(&self) {
-        let mut bytes = self.bytes.write();
-        *self.released.write() = true;
-        // Giving back never fails.
-        let _ = self.charge(bytes.len(), 0);
-        *bytes = Vec::new();
+        if let Some(bytes) = self.bytes.write().take() {
+            // Giving back never fails.
+            let _ = self.charge(bytes.len(), 0);
+        }
     }
 }
 

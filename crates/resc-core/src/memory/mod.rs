@@ -8,7 +8,8 @@ mod virtual_memory;
 
 pub use address_map::{AddressMap, Piece};
 pub use cache::{CacheConfig, CacheStats, LineCache};
-pub(crate) use local::LocalBudget;
+pub(crate) use cache::{DirtyRange, LineKey};
 pub use local::LocalMemory;
-pub(crate) use virtual_memory::StateError;
+pub(crate) use local::{LocalBudget, LocalError};
 pub use virtual_memory::{ProvisionError, Provisioner, VirtualMemory};
+pub(crate) use virtual_memory::{Snapshot, StateError};

@@ -57,6 +57,22 @@ struct State {
     released: bool,
 }
 
+/// A channel's view of a component: its address map and length as of one
+/// generation. Refreshing costs one atomic load unless something changed.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) generation: u64,
+    pub(crate) map: AddressMap,
+    pub(crate) len: u64,
+}
+
+impl Default for Snapshot {
+    /// A snapshot that any component's first refresh replaces.
+    fn default() -> Self {
+        Snapshot { generation: u64::MAX, map: AddressMap::new(), len: 0 }
+    }
+}
+
 /// A virtual memory component of one invocation, shared by every compute
 /// instance that opens it.
 pub struct VirtualMemory {
@@ -146,14 +162,22 @@ impl VirtualMemory {
         self.state.lock().map.clone()
     }
 
-    /// Refreshes `snapshot` if the address map changed since it was taken.
-    pub(crate) fn refresh(&self, snapshot: &mut (u64, AddressMap)) -> Result<(), StateError> {
+    /// Refreshes `snapshot` if the address map or the length changed since
+    /// it was taken; both are read together, so they agree.
+    pub(crate) fn refresh(&self, snapshot: &mut Snapshot) -> Result<(), StateError> {
         if self.released.load(Ordering::Acquire) {
             return Err(StateError::Released);
         }
-        if self.generation.load(Ordering::Acquire) != snapshot.0 {
+        if self.generation.load(Ordering::Acquire) != snapshot.generation {
             let state = self.state.lock();
-            *snapshot = (self.generation.load(Ordering::Acquire), state.map.clone());
+            if state.released {
+                return Err(StateError::Released);
+            }
+            *snapshot = Snapshot {
+                generation: self.generation.load(Ordering::Acquire),
+                map: state.map.clone(),
+                len: state.len,
+            };
         }
         Ok(())
     }
@@ -161,6 +185,7 @@ impl VirtualMemory {
     fn set_len(&self, state: &mut State, len: u64) {
         state.len = len;
         self.len.store(len, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.provisioner.observe_len(self.id, len);
     }
 

@@ -6,7 +6,7 @@ use crate::ids::{ComputeId, InvocationId, MemoryId};
 use crate::memory::{CacheConfig, LocalBudget, LocalMemory, Provisioner, VirtualMemory};
 use crate::transport::Transport;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// A memory component of one invocation, wherever it lives.
@@ -50,6 +50,14 @@ enum Placement {
     Local(Arc<LocalBudget>),
 }
 
+/// Which memory components live now, and which have lived.
+#[derive(Default)]
+struct Spans {
+    open: HashMap<MemoryId, MemoryHandle>,
+    ended: HashSet<MemoryId>,
+    closed: bool,
+}
+
 /// The components of one invocation as its code pieces see them: the graph,
 /// the transport, and each memory component, created at its first access.
 pub struct Bindings {
@@ -57,7 +65,7 @@ pub struct Bindings {
     invocation: InvocationId,
     transport: Arc<dyn Transport>,
     placement: Placement,
-    memories: Mutex<HashMap<MemoryId, MemoryHandle>>,
+    spans: Mutex<Spans>,
 }
 
 impl std::fmt::Debug for Bindings {
@@ -65,7 +73,7 @@ impl std::fmt::Debug for Bindings {
         f.debug_struct("Bindings")
             .field("app", &self.graph.app())
             .field("invocation", &self.invocation)
-            .field("memories", &self.memories.lock().len())
+            .field("open_spans", &self.spans.lock().open.len())
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +93,7 @@ impl Bindings {
             invocation,
             transport,
             placement: Placement::Remote { provisioner, cache },
-            memories: Mutex::new(HashMap::new()),
+            spans: Mutex::new(Spans::default()),
         })
     }
 
@@ -108,7 +116,7 @@ impl Bindings {
             invocation,
             transport,
             placement: Placement::Local(budget),
-            memories: Mutex::new(HashMap::new()),
+            spans: Mutex::new(Spans::default()),
         })
     }
 
@@ -151,43 +159,54 @@ impl Bindings {
         Ok(target)
     }
 
-    /// The memory component, created on its first access (the start of its span).
-    pub fn memory(&self, id: MemoryId) -> MemoryHandle {
-        self.memories
-            .lock()
-            .entry(id)
-            .or_insert_with(|| match &self.placement {
-                Placement::Remote { provisioner, .. } => {
-                    let spec = self.graph.memory(id);
-                    MemoryHandle::Remote(Arc::new(VirtualMemory::new(
-                        id,
-                        spec.name.clone(),
-                        spec.initial_bytes,
-                        spec.increment_bytes,
-                        provisioner.clone(),
-                    )))
-                }
-                Placement::Local(budget) => MemoryHandle::Local(Arc::new(LocalMemory::with_budget(budget.clone()))),
-            })
-            .clone()
+    /// The memory component, created on its first access (the start of its
+    /// span); `None` once its span has ended (or every span has).
+    pub fn memory(&self, id: MemoryId) -> Option<MemoryHandle> {
+        let mut spans = self.spans.lock();
+        if spans.closed || spans.ended.contains(&id) {
+            return None;
+        }
+        let handle = spans.open.entry(id).or_insert_with(|| match &self.placement {
+            Placement::Remote { provisioner, .. } => {
+                let spec = self.graph.memory(id);
+                MemoryHandle::Remote(Arc::new(VirtualMemory::new(
+                    id,
+                    spec.name.clone(),
+                    spec.initial_bytes,
+                    spec.increment_bytes,
+                    provisioner.clone(),
+                )))
+            }
+            Placement::Local(budget) => MemoryHandle::Local(Arc::new(LocalMemory::with_budget(budget.clone()))),
+        });
+        Some(handle.clone())
     }
 
-    /// The memory component if it has been accessed.
+    /// The memory component if its span has started and not ended.
     pub fn existing_memory(&self, id: MemoryId) -> Option<MemoryHandle> {
-        self.memories.lock().get(&id).cloned()
+        self.spans.lock().open.get(&id).cloned()
     }
 
     /// Ends a memory component's span: frees it. Called by the platform when
     /// the last accessing compute component ends.
     pub fn end_span(&self, id: MemoryId) {
-        if let Some(handle) = self.memories.lock().remove(&id) {
+        let handle = {
+            let mut spans = self.spans.lock();
+            spans.ended.insert(id);
+            spans.open.remove(&id)
+        };
+        if let Some(handle) = handle {
             handle.release();
         }
     }
 
-    /// Ends every span still open (the invocation is over or failed).
+    /// Ends every span, open or not yet started (the invocation is over or failed).
     pub fn end_all(&self) {
-        let handles: Vec<MemoryHandle> = self.memories.lock().drain().map(|(_, h)| h).collect();
+        let handles: Vec<MemoryHandle> = {
+            let mut spans = self.spans.lock();
+            spans.closed = true;
+            spans.open.drain().map(|(_, h)| h).collect()
+        };
         for handle in handles {
             handle.release();
         }

@@ -1,6 +1,8 @@
 //! The handle a code piece runs with.
 
-use super::channel::{CacheHost, ChannelKind, PeerState};
+use super::channel::ChannelKind;
+use super::peer::{PeerChannel, Stash};
+use super::remote::{CacheHost, RemoteChannel};
 use super::{Bindings, Channel, ChannelError};
 use crate::graph::ComponentRef;
 use crate::ids::{ComputeId, Endpoint};
@@ -17,7 +19,7 @@ pub struct Context {
     instance: u32,
     inputs: Vec<Vec<u8>>,
     cache: Option<Arc<Mutex<CacheHost>>>,
-    peers: Arc<Mutex<PeerState>>,
+    stash: Stash,
     recv_timeout: Arc<Mutex<Duration>>,
 }
 
@@ -38,19 +40,15 @@ impl Context {
     /// The context of instance `instance` of `component`, with the outputs of
     /// the instances that triggered it (or the invocation's input) as inputs.
     pub fn new(bindings: Arc<Bindings>, component: ComputeId, instance: u32, inputs: Vec<Vec<u8>>) -> Self {
-        let me = Endpoint { invocation: bindings.invocation(), component, instance };
-        // The cache itself allocates its lines lazily, on the code piece's own
-        // thread, so its memory is accounted to the code piece.
-        let cache = bindings
-            .cache_config()
-            .map(|config| Arc::new(Mutex::new(CacheHost::new(LineCache::new(config), bindings.transport().clone()))));
         Context {
             bindings,
             component,
             instance,
             inputs,
-            cache,
-            peers: Arc::new(Mutex::new(PeerState::new(me))),
+            // Created at the first remote channel; its lines are allocated on
+            // the code piece's own thread, so its memory is charged to the piece.
+            cache: None,
+            stash: Stash::default(),
             recv_timeout: Arc::new(Mutex::new(DEFAULT_RECV_TIMEOUT)),
         }
     }
@@ -103,26 +101,34 @@ impl Context {
         let target = self.bindings.resolve(self.component, name)?;
         let kind = match target {
             ComponentRef::Memory(id) => match self.bindings.memory(id) {
-                MemoryHandle::Remote(memory) => {
+                Some(MemoryHandle::Remote(memory)) => {
                     let transport = self.bindings.transport().clone();
+                    // Bindings with remote memory always configure a cache.
+                    let config = self.bindings.cache_config().unwrap_or_default();
                     let cache = self
                         .cache
                         .get_or_insert_with(|| {
-                            Arc::new(Mutex::new(CacheHost::new(LineCache::new(Default::default()), transport.clone())))
+                            Arc::new(Mutex::new(CacheHost::new(LineCache::new(config), transport.clone())))
                         })
                         .clone();
                     cache.lock().register(memory.clone());
-                    ChannelKind::remote(memory, cache, transport)
+                    ChannelKind::Remote(Box::new(RemoteChannel::new(memory, cache, transport)))
                 }
-                MemoryHandle::Local(memory) => ChannelKind::Local(memory),
+                Some(MemoryHandle::Local(memory)) => ChannelKind::Local(memory),
+                None => return Err(ChannelError::Released { component: name.to_owned() }),
             },
-            ComponentRef::Compute(peer) => ChannelKind::Peer {
+            ComponentRef::Compute(peer) => ChannelKind::Peer(PeerChannel {
+                me: Endpoint {
+                    invocation: self.bindings.invocation(),
+                    component: self.component,
+                    instance: self.instance,
+                },
                 peer,
                 parallelism: self.bindings.graph().compute(peer).parallelism,
                 transport: self.bindings.transport().clone(),
-                state: self.peers.clone(),
+                stash: self.stash.clone(),
                 timeout: self.recv_timeout.clone(),
-            },
+            }),
         };
         Ok(Channel::new(name.to_owned(), self.bindings.kind_of(target), kind))
     }
@@ -130,7 +136,7 @@ impl Context {
     /// Writes back every buffered write of every channel.
     pub fn sync_all(&mut self) -> Result<(), ChannelError> {
         match &self.cache {
-            Some(cache) => cache.lock().flush_all(),
+            Some(cache) => cache.lock().flush(None),
             None => Ok(()),
         }
     }

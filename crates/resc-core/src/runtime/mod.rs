@@ -32,6 +32,8 @@ mod bindings;
 mod channel;
 mod context;
 mod error;
+mod peer;
+mod remote;
 #[cfg(test)]
 mod tests;
 

@@ -874,3 +874,89 @@ proptest! {
         prop_assert!(local_model == model);
     }
 }
+
+#[test]
+fn buffered_writes_to_disjoint_bytes_of_one_line_do_not_overwrite_each_other() {
+    // Two instances shard one 256-byte line: each writes back only its bytes.
+    let rig = rig(16 * MIB, tiny_cache(8));
+    let local = local();
+    for bindings in [rig.bindings.clone(), local] {
+        let (mut a, mut b) = (ctx(&bindings, "a"), ctx(&bindings, "b"));
+        let (mut ma, mut mb) = (a.channel("m").unwrap(), b.channel("m").unwrap());
+        let wa = ma.write_async(0, &[b'A'; 8]).unwrap();
+        let wb = mb.write_async(8, &[b'B'; 8]).unwrap();
+        ma.sync(wa).unwrap();
+        mb.sync(wb).unwrap();
+        let mut c = ctx(&bindings, "b");
+        assert_eq!(read(&mut c.channel("m").unwrap(), 0, 16), b"AAAAAAAABBBBBBBB");
+    }
+}
+
+/// A transport whose writes fail while `failing` is set.
+struct FlakyWrites {
+    inner: Arc<InProcessFabric>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Transport for FlakyWrites {
+    fn execute(&self, ops: &mut [crate::transport::RemoteOp<'_>]) -> Result<(), crate::transport::BatchError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(index) = ops.iter().position(|op| matches!(op, crate::transport::RemoteOp::Write { .. })) {
+                return Err(crate::transport::BatchError {
+                    index,
+                    error: TransportError::Disconnected("injected".into()),
+                });
+            }
+        }
+        self.inner.execute(ops)
+    }
+    fn open_endpoint(&self, endpoint: &Endpoint) -> Result<(), TransportError> {
+        self.inner.open_endpoint(endpoint)
+    }
+    fn close_endpoint(&self, endpoint: &Endpoint) {
+        self.inner.close_endpoint(endpoint)
+    }
+    fn send(&self, from: &Endpoint, to: &Endpoint, payload: &[u8]) -> Result<(), TransportError> {
+        self.inner.send(from, to, payload)
+    }
+    fn recv(&self, at: &Endpoint, timeout: Duration) -> Result<crate::transport::Message, TransportError> {
+        self.inner.recv(at, timeout)
+    }
+}
+
+#[test]
+fn a_failed_write_back_keeps_the_bytes_buffered_until_a_later_sync() {
+    use std::sync::atomic::Ordering;
+    let rig = rig(16 * MIB, tiny_cache(1));
+    let flaky = Arc::new(FlakyWrites { inner: rig.fabric.clone(), failing: false.into() });
+    let bindings = Bindings::remote(graph(), InvocationId(9), flaky.clone(), rig.provisioner.clone(), tiny_cache(1));
+    let mut a = ctx(&bindings, "a");
+    let mut m = a.channel("m").unwrap();
+    m.write(0, &[0u8; 1024]).unwrap();
+    let pending = m.write_async(0, b"kept").unwrap();
+    flaky.failing.store(true, Ordering::SeqCst);
+    // The one-line cache must evict the dirty line to read another: that fails…
+    assert!(matches!(m.read(512, &mut [0u8; 4]), Err(ChannelError::Transport { .. })));
+    // …and so does an explicit sync, but nothing is dropped.
+    assert!(matches!(m.sync(pending), Err(ChannelError::Transport { .. })));
+    flaky.failing.store(false, Ordering::SeqCst);
+    m.flush().unwrap();
+    let handle = bindings.existing_memory(M).unwrap();
+    let MemoryHandle::Remote(vm) = handle else { panic!("not remote") };
+    let piece = vm.address_map().split(0, 4).unwrap().next().unwrap();
+    let mut back = [0u8; 4];
+    rig.fabric.read(&piece.region, piece.offset, &mut back).unwrap();
+    assert_eq!(&back, b"kept");
+}
+
+#[test]
+fn an_ended_span_is_not_brought_back() {
+    let rig = rig(16 * MIB, tiny_cache(8));
+    let mut a = ctx(&rig.bindings, "a");
+    a.channel("m").unwrap().write(0, b"x").unwrap();
+    rig.bindings.end_span(M);
+    assert_eq!(a.channel("m").unwrap_err(), ChannelError::Released { component: "m".into() });
+    assert_eq!(rig.provisioner.held(), 0);
+    rig.bindings.end_all();
+    assert_eq!(a.channel("n").unwrap_err(), ChannelError::Released { component: "n".into() });
+}

@@ -84,6 +84,22 @@ pub enum PlatformError {
         /// The missing piece.
         source: CodeError,
     },
+    /// A memory component's first physical allocation exceeds the budget.
+    #[error(
+        "cannot deploy `{app}`: memory component `{component}` starts with {} in physical components, above the budget of {}",
+        resc_core::resources::format_bytes(*initial_bytes),
+        resc_core::resources::format_bytes(*budget_bytes)
+    )]
+    BudgetTooSmall {
+        /// The application.
+        app: String,
+        /// The memory component.
+        component: String,
+        /// Its initial size rounded up to size classes.
+        initial_bytes: u64,
+        /// The application's budget.
+        budget_bytes: u64,
+    },
     /// Metering needs the counting allocator as the global allocator.
     #[error(
         "the counting allocator is not this process's global allocator; add \
@@ -244,6 +260,20 @@ impl EmbeddedPlatform {
     /// Deploys a graph: every code piece it names must be registered.
     pub fn deploy(&self, graph: ResourceGraph) -> Result<Deployment, PlatformError> {
         self.registry.check(&graph).map_err(|source| PlatformError::Deploy { app: graph.app().to_owned(), source })?;
+        // A memory component whose first allocation cannot fit the budget
+        // would fail on its first write, every time: refuse it now.
+        let classes = &self.config.size_classes;
+        for memory in graph.memory_components() {
+            let initial: u64 = classes.decompose(memory.initial_bytes).iter().sum();
+            if initial > graph.budget_bytes() {
+                return Err(PlatformError::BudgetTooSmall {
+                    app: graph.app().to_owned(),
+                    component: memory.name.clone(),
+                    initial_bytes: initial,
+                    budget_bytes: graph.budget_bytes(),
+                });
+            }
+        }
         Ok(Deployment { graph: Arc::new(graph) })
     }
 
@@ -251,8 +281,14 @@ impl EmbeddedPlatform {
         InvocationId(self.next_invocation.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn open_endpoints(&self, graph: &ResourceGraph, invocation: InvocationId) -> Result<Vec<Endpoint>, PlatformError> {
-        let mut endpoints = Vec::new();
+    /// Opens the message endpoints of every instance that has peers, adding
+    /// each to `opened` as it goes so that a failure part-way leaks none.
+    fn open_endpoints(
+        &self,
+        graph: &ResourceGraph,
+        invocation: InvocationId,
+        opened: &mut Vec<Endpoint>,
+    ) -> Result<(), PlatformError> {
         for (i, component) in graph.compute_components().iter().enumerate() {
             let id = ComputeId(i as u32);
             if graph.peers(id).is_empty() {
@@ -261,10 +297,10 @@ impl EmbeddedPlatform {
             for instance in 0..component.parallelism {
                 let endpoint = Endpoint { invocation, component: id, instance };
                 self.fabric.open_endpoint(&endpoint).map_err(|e| PlatformError::Transport(e.to_string()))?;
-                endpoints.push(endpoint);
+                opened.push(endpoint);
             }
         }
-        Ok(endpoints)
+        Ok(())
     }
 
     /// Runs one invocation as a resource graph: each compute instance in its
@@ -285,7 +321,7 @@ impl EmbeddedPlatform {
         ));
         let transport: Arc<dyn Transport> = self.fabric.clone();
         let bindings = Bindings::remote(graph.clone(), invocation, transport, provisioner, self.config.cache);
-        let endpoints = self.open_endpoints(&graph, invocation)?;
+        let mut endpoints = Vec::new();
         let mut run = Invocation {
             platform: self,
             graph: graph.clone(),
@@ -299,7 +335,7 @@ impl EmbeddedPlatform {
             triggers: 0,
             cache: CacheStats::default(),
         };
-        let result = run.execute(input);
+        let result = self.open_endpoints(&graph, invocation, &mut endpoints).and_then(|()| run.execute(input));
         let wall = self.tear_down(&bindings, &endpoints, started, sampler);
         let outputs = result?;
         self.log.complete(invocation)?;
@@ -326,14 +362,7 @@ impl EmbeddedPlatform {
     ) -> Result<InvocationReport, PlatformError> {
         let graph = deployment.graph.clone();
         let invocation = self.invocation_id();
-        let meter = InvocationMeter::new();
-        let started = Instant::now();
-        let sampler = Sampler::start(meter.clone(), self.config.sample_interval);
-        let transport: Arc<dyn Transport> = self.fabric.clone();
-        let bindings = Bindings::local_with_transport(graph.clone(), invocation, transport);
-        let endpoints = self.open_endpoints(&graph, invocation)?;
-        self.log.append(&TriggerRecord { invocation, source: TriggerSource::External, payload: input.to_vec() })?;
-        let millicores = graph.compute_components().iter().map(|c| c.millicores).max().unwrap_or(1000);
+        let millicores = widest_wave_millicores(&graph);
         let placement = self.scheduler.lock().place(&PlacementRequest {
             app: graph.app().to_owned(),
             component: format!("{}(aggregated)", graph.app()),
@@ -343,49 +372,98 @@ impl EmbeddedPlatform {
             triggered_from: None,
             peers_on: Vec::new(),
         })?;
-        let account = AllocationAccount::open().ok_or(PlatformError::AccountsExhausted)?;
-        let ticket = meter.compute_started(graph.app(), function_bytes, millicores, account.clone());
-        let outputs: AggregatedResult = Arc::new(Mutex::new(None));
-        let piece =
-            aggregated_piece(graph.clone(), self.registry.clone(), bindings.clone(), input.to_vec(), outputs.clone());
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let entry = graph.entry_points().next().unwrap_or(ComputeId(0));
-        let job = SandboxJob {
-            label: format!("{}(aggregated)", graph.app()),
-            piece: Arc::new(piece),
-            context: Context::new(bindings.clone(), entry, 0, Vec::new()),
-            account: Some(account),
+        let Some(account) = AllocationAccount::open() else {
+            self.scheduler.lock().release(&placement);
+            return Err(PlatformError::AccountsExhausted);
         };
-        let started_sandbox = self.sandbox.start(
-            job,
-            Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            }),
-        );
-        let outcome = started_sandbox
-            .map_err(PlatformError::from)
-            .and_then(|()| rx.recv().map_err(|_| PlatformError::Config("the sandbox ended without reporting".into())));
+        let meter = InvocationMeter::new();
+        let started = Instant::now();
+        let sampler = Sampler::start(meter.clone(), self.config.sample_interval);
+        let transport: Arc<dyn Transport> = self.fabric.clone();
+        let bindings = Bindings::local_with_transport(graph.clone(), invocation, transport);
+        let mut endpoints = Vec::new();
+        let sandbox = AggregatedRun {
+            graph: &graph,
+            invocation,
+            bindings: &bindings,
+            meter: &meter,
+            input,
+            function_bytes,
+            millicores,
+        };
+        let result = self.run_aggregated(&sandbox, account, &mut endpoints);
         self.scheduler.lock().release(&placement);
         let wall = self.tear_down(&bindings, &endpoints, started, sampler);
-        let outcome = outcome?;
-        meter.compute_finished(ticket, outcome.usage.cpu);
-        let result = outputs.lock().take();
-        let outputs = match (outcome.output, result) {
-            (Ok(_), Some(Ok(outputs))) => outputs,
-            (_, Some(Err((component, e)))) => return Err(self.failed(&graph, invocation, component, &e)),
-            (Err(e), _) => return Err(self.failed(&graph, invocation, entry, &e)),
-            (Ok(_), None) => Vec::new(),
-        };
+        let (outputs, compute_wall) = result?;
         self.log.complete(invocation)?;
         Ok(InvocationReport {
             invocation,
             outputs,
             wall,
-            compute_wall: outcome.usage.wall,
+            compute_wall,
             triggers: 0,
             usage: meter.finish(wall),
             cache: CacheStats::default(),
         })
+    }
+
+    /// The fallible part of [`invoke_aggregated`](Self::invoke_aggregated):
+    /// its caller releases and tears down whatever happens here.
+    fn run_aggregated(
+        &self,
+        run: &AggregatedRun<'_>,
+        account: Arc<AllocationAccount>,
+        endpoints: &mut Vec<Endpoint>,
+    ) -> Result<(Vec<Vec<u8>>, Duration), PlatformError> {
+        let graph = run.graph;
+        self.open_endpoints(graph, run.invocation, endpoints)?;
+        let invocation = run.invocation;
+        self.log.append(&TriggerRecord { invocation, source: TriggerSource::External, payload: run.input.to_vec() })?;
+        let ticket = run.meter.compute_started(graph.app(), run.function_bytes, run.millicores, account.clone());
+        let outputs: AggregatedResult = Arc::new(Mutex::new(None));
+        let waves_cpu = Arc::new(Mutex::new(Duration::ZERO));
+        let piece = aggregated_piece(AggregatedPiece {
+            graph: graph.clone(),
+            registry: self.registry.clone(),
+            bindings: run.bindings.clone(),
+            input: run.input.to_vec(),
+            result: outputs.clone(),
+            account: account.clone(),
+            waves_cpu: waves_cpu.clone(),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let entry = graph.entry_points().next().unwrap_or(ComputeId(0));
+        let job = SandboxJob {
+            label: format!("{}(aggregated)", graph.app()),
+            piece: Arc::new(piece),
+            context: Context::new(run.bindings.clone(), entry, 0, Vec::new()),
+            account: Some(account),
+        };
+        let outcome = self
+            .sandbox
+            .start(
+                job,
+                Box::new(move |outcome| {
+                    let _ = tx.send(outcome);
+                }),
+            )
+            .map_err(PlatformError::from)
+            .and_then(|()| rx.recv().map_err(|_| PlatformError::Config("the sandbox ended without reporting".into())));
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                run.meter.compute_finished(ticket, Duration::ZERO);
+                return Err(e);
+            }
+        };
+        run.meter.compute_finished(ticket, outcome.usage.cpu + *waves_cpu.lock());
+        let result = outputs.lock().take();
+        match (outcome.output, result) {
+            (Ok(_), Some(Ok(outputs))) => Ok((outputs, outcome.usage.wall)),
+            (_, Some(Err((component, e)))) => Err(self.failed(graph, invocation, component, &e)),
+            (Err(e), _) => Err(self.failed(graph, invocation, entry, &e)),
+            (Ok(_), None) => Err(PlatformError::Config("the aggregated run ended without completing".into())),
+        }
     }
 
     /// Ends every span still open and closes the message endpoints, whether
@@ -416,41 +494,109 @@ impl EmbeddedPlatform {
     }
 }
 
-/// The function-centric sandbox's code: the driver run inline, each piece
-/// called in turn on the sandbox's one thread.
-fn aggregated_piece(
+/// What one aggregated invocation runs with.
+struct AggregatedRun<'a> {
+    graph: &'a Arc<ResourceGraph>,
+    invocation: InvocationId,
+    bindings: &'a Arc<Bindings>,
+    meter: &'a Arc<InvocationMeter>,
+    input: &'a [u8],
+    function_bytes: u64,
+    millicores: u32,
+}
+
+/// The CPU a function needs to run a graph's concurrent instances at once:
+/// the widest trigger stage, in millicores × parallelism.
+fn widest_wave_millicores(graph: &ResourceGraph) -> u32 {
+    let mut by_stage: BTreeMap<u32, u32> = BTreeMap::new();
+    for (i, c) in graph.compute_components().iter().enumerate() {
+        let stage = graph.stage(ComputeId(i as u32));
+        *by_stage.entry(stage).or_default() += c.millicores.saturating_mul(c.parallelism);
+    }
+    by_stage.into_values().max().unwrap_or(1000)
+}
+
+/// What the function-centric sandbox's code needs.
+struct AggregatedPiece {
     graph: Arc<ResourceGraph>,
     registry: CodeRegistry,
     bindings: Arc<Bindings>,
     input: Vec<u8>,
     result: AggregatedResult,
-) -> impl Fn(&mut Context) -> Result<Vec<u8>, CodeError> + Send + Sync {
-    move |_| {
-        let mut driver = Driver::new(graph.clone());
-        let mut queue = driver.start(&input);
-        while !queue.is_empty() {
-            let mut next = Vec::new();
-            for command in queue {
-                match command {
-                    Command::Start { component, instance, inputs } => {
-                        let run = registry.get(&graph.compute(component).code).and_then(|piece| {
-                            let mut ctx = Context::new(bindings.clone(), component, instance, inputs);
-                            piece.run(&mut ctx)
-                        });
-                        next.extend(match run {
-                            Ok(output) => driver.handle(Event::Finished { component, instance, output }),
-                            Err(e) => {
-                                *result.lock() = Some(Err((component, e.clone())));
-                                return Err(e);
+    /// The sandbox's account, entered by the threads of concurrent instances.
+    account: Arc<AllocationAccount>,
+    /// CPU time of those threads, which the sandbox's own clock does not see.
+    waves_cpu: Arc<Mutex<Duration>>,
+}
+
+impl AggregatedPiece {
+    /// Runs one instance inside the function.
+    fn run_instance(&self, component: ComputeId, instance: u32, inputs: Vec<Vec<u8>>) -> Result<Vec<u8>, CodeError> {
+        let piece = self.registry.get(&self.graph.compute(component).code)?;
+        let mut ctx = Context::new(self.bindings.clone(), component, instance, inputs);
+        resc_core::sandbox::run_piece(&*piece, &mut ctx)
+    }
+
+    /// Runs the instances that are ready together, as threads of the one
+    /// function (so that components exchanging messages can), charged to the
+    /// function's account; a wave of one runs on the function's own thread.
+    fn run_wave(&self, wave: Vec<(ComputeId, u32, Vec<Vec<u8>>)>) -> Vec<(ComputeId, u32, Result<Vec<u8>, CodeError>)> {
+        if wave.len() == 1 {
+            return wave.into_iter().map(|(c, i, inputs)| (c, i, self.run_instance(c, i, inputs))).collect();
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = wave
+                .into_iter()
+                .map(|(c, i, inputs)| {
+                    let handle = scope.spawn(move || {
+                        self.account.charge_during(|| {
+                            let cpu = cpu_time::ThreadTime::try_now().ok();
+                            let output = self.run_instance(c, i, inputs);
+                            if let Some(elapsed) = cpu.and_then(|t| t.try_elapsed().ok()) {
+                                *self.waves_cpu.lock() += elapsed;
                             }
-                        });
-                    }
-                    Command::EndSpan { memory } => bindings.end_span(memory),
-                    Command::Complete { outputs } => *result.lock() = Some(Ok(outputs)),
+                            output
+                        })
+                    });
+                    (c, i, handle)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(c, i, handle)| {
+                    let output = handle.join().unwrap_or_else(|_| Err(CodeError::Panicked(format!("instance {i}"))));
+                    (c, i, output)
+                })
+                .collect()
+        })
+    }
+}
+
+/// The function-centric sandbox's code: the driver run inline, each wave of
+/// ready instances run inside the one sandbox.
+fn aggregated_piece(run: AggregatedPiece) -> impl Fn(&mut Context) -> Result<Vec<u8>, CodeError> + Send + Sync {
+    move |_| {
+        let mut driver = Driver::new(run.graph.clone());
+        let mut queue = driver.start(&run.input);
+        while !queue.is_empty() {
+            let mut wave = Vec::new();
+            for command in std::mem::take(&mut queue) {
+                match command {
+                    Command::Start { component, instance, inputs } => wave.push((component, instance, inputs)),
+                    Command::EndSpan { memory } => run.bindings.end_span(memory),
+                    Command::Complete { outputs } => *run.result.lock() = Some(Ok(outputs)),
                     Command::Abort { .. } => {}
                 }
             }
-            queue = next;
+            for (component, instance, output) in run.run_wave(wave) {
+                match output {
+                    Ok(output) => queue.extend(driver.handle(Event::Finished { component, instance, output })),
+                    Err(e) => {
+                        *run.result.lock() = Some(Err((component, e.clone())));
+                        return Err(e);
+                    }
+                }
+            }
         }
         Ok(Vec::new())
     }
@@ -482,14 +628,17 @@ impl Invocation<'_> {
         })?;
         let mut driver = Driver::new(self.graph.clone());
         let mut queue = driver.start(input);
+        // After the first failure nothing new starts, but every running
+        // instance is waited for: its slot and its memory are released only then.
         let mut failure: Option<PlatformError> = None;
         loop {
             for command in std::mem::take(&mut queue) {
                 match command {
                     Command::Start { component, instance, inputs } => {
-                        if let Err(e) = self.start(component, instance, inputs) {
-                            failure.get_or_insert(e);
-                            driver.handle(Event::Failed { component, instance, reason: String::new() });
+                        if failure.is_none() {
+                            if let Err(e) = self.start(component, instance, inputs) {
+                                failure = Some(e);
+                            }
                         }
                     }
                     Command::EndSpan { memory } => self.bindings.end_span(memory),
@@ -512,21 +661,26 @@ impl Invocation<'_> {
                 return Err(PlatformError::Config("sandbox completions channel closed".into()));
             };
             self.finish(component, instance, &outcome);
+            if failure.is_some() {
+                continue;
+            }
             let event = match outcome.output {
                 Ok(output) => {
-                    log.append(&TriggerRecord {
+                    let logged = log.append(&TriggerRecord {
                         invocation: self.invocation,
                         source: TriggerSource::Component { component, instance },
                         payload: output.clone(),
-                    })?;
+                    });
+                    if let Err(e) = logged {
+                        failure = Some(e.into());
+                        continue;
+                    }
                     self.triggers += self.graph.triggers(component).len();
                     Event::Finished { component, instance, output }
                 }
                 Err(e) => Event::Failed { component, instance, reason: e.to_string() },
             };
-            if failure.is_none() {
-                queue = driver.handle(event);
-            }
+            queue = driver.handle(event);
         }
     }
 

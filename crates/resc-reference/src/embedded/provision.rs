@@ -1,6 +1,7 @@
 //! Growth of memory components on the embedded cluster: size classes,
 //! budget cap, pool-aware placement, allocation and metering.
 
+use crate::alloc_meter;
 use crate::metering::{InvocationMeter, PhysicalTicket};
 use parking_lot::Mutex;
 use resc_core::graph::ResourceGraph;
@@ -43,8 +44,25 @@ impl ClusterProvisioner {
     }
 }
 
+// Provisioning runs on the code piece's thread; its bookkeeping (placements,
+// region tables, meter records) is the platform's, not the piece's: it is
+// kept off the piece's allocation account.
 impl Provisioner for ClusterProvisioner {
     fn provision(&self, component: MemoryId, bytes: u64) -> Result<RemoteRegion, ProvisionError> {
+        alloc_meter::uncharged(|| self.provision_uncharged(component, bytes))
+    }
+
+    fn reclaim(&self, component: MemoryId, region: &RemoteRegion) {
+        alloc_meter::uncharged(|| self.reclaim_uncharged(component, region));
+    }
+
+    fn observe_len(&self, component: MemoryId, len: u64) {
+        alloc_meter::uncharged(|| self.meter.memory_len(&self.graph.memory(component).name, len));
+    }
+}
+
+impl ClusterProvisioner {
+    fn provision_uncharged(&self, component: MemoryId, bytes: u64) -> Result<RemoteRegion, ProvisionError> {
         let class = self.classes.round_up(bytes);
         let cap = self.graph.budget_bytes();
         let mut held = self.held.lock();
@@ -80,7 +98,7 @@ impl Provisioner for ClusterProvisioner {
         Ok(region)
     }
 
-    fn reclaim(&self, _component: MemoryId, region: &RemoteRegion) {
+    fn reclaim_uncharged(&self, _component: MemoryId, region: &RemoteRegion) {
         let mut held = self.held.lock();
         let Some((placement, ticket)) = held.regions.remove(&(region.node, region.region)) else {
             return;
@@ -94,9 +112,5 @@ impl Provisioner for ClusterProvisioner {
         }
         self.scheduler.lock().release(&placement);
         self.meter.physical_freed(ticket);
-    }
-
-    fn observe_len(&self, component: MemoryId, len: u64) {
-        self.meter.memory_len(&self.graph.memory(component).name, len);
     }
 }
