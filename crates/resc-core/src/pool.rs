@@ -6,8 +6,11 @@
 //!   reading as zeros, with a fresh access key that is not derivable from
 //!   anything the caller knows; it fails with [`PoolError::OutOfMemory`]
 //!   rather than over-commit the pool's capacity.
+//!   A region reads as zeros even when it reuses memory another region freed.
 //! - [`MemoryPool::free`] needs the region's key; after it, every operation on
-//!   the region fails with `UnknownRegion` and the capacity is available again.
+//!   the region fails with `UnknownRegion` and the capacity is available
+//!   again. Freeing a region that is not live is [`PoolError::UnknownRegion`].
+//! - `allocate` and `free` may be called from many threads at once.
 //! - `allocated_bytes` is the sum of the lengths of live regions.
 
 use crate::ids::{NodeId, RegionId};

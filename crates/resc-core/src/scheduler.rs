@@ -5,7 +5,7 @@
 //! - [`Scheduler::place`] puts a physical component on a node of the
 //!   requested [`Pool`] whose free capacity in that pool covers the demand,
 //!   and reserves it; it never over-commits a node, and fails with
-//!   [`ScheduleError::NoCapacity`] when no node fits.
+//!   [`ScheduleError::NoCapacity`] when, and only when, no node of the pool fits.
 //! - [`Scheduler::release`] returns exactly what a placement reserved.
 //! - Placement is deterministic for a given scheduler state and request
 //!   sequence (randomness, if any, comes from a seeded generator).

@@ -11,6 +11,8 @@
 //!   the access key and the bounds of every operation. A wrong key is
 //!   [`TransportError::AccessDenied`], a range past the region's end is
 //!   [`TransportError::OutOfBounds`]; neither returns or changes any data.
+//!   A wrong key is reported before a bad range, so a region's length does
+//!   not leak to whoever lacks its key. An empty range at the very end is valid.
 //! - A region reads as zeros where it was never written.
 //! - [`Transport::execute`] runs a batch of operations in order and stops at
 //!   the first that fails: operations before it have taken effect, those

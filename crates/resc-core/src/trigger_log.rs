@@ -10,6 +10,8 @@
 //!   byte for byte as appended.
 //! - [`TriggerLog::complete`] marks an invocation done; its records may then
 //!   be dropped, and it no longer appears in [`TriggerLog::pending`].
+//!   Completing an unknown invocation is not an error; a record appended
+//!   after `complete` makes the invocation pending again.
 //! - [`TriggerLog::pending`] lists, in order of first append, the
 //!   invocations with records that are not complete: what recovery replays.
 

@@ -164,6 +164,11 @@ pub fn check_complete_removes_from_pending(log: &dyn TriggerLog) {
     log.complete(a).unwrap_or_else(|e| panic!("{CHECK}: complete failed: {e}"));
     log.complete(c).unwrap_or_else(|e| panic!("{CHECK}: complete failed: {e}"));
     assert!(my_pending(log, &invs.ids, CHECK).is_empty(), "{CHECK}: completed invocations are still pending");
+    // Completing twice is not an error; appending again makes it pending again.
+    log.complete(c).unwrap_or_else(|e| panic!("{CHECK}: completing a completed invocation failed: {e}"));
+    append(log, &record(c, TriggerSource::External, b"again".to_vec()), CHECK);
+    assert_eq!(my_pending(log, &invs.ids, CHECK), vec![c], "{CHECK}: a record after complete is not pending");
+    log.complete(c).unwrap_or_else(|e| panic!("{CHECK}: complete failed: {e}"));
 }
 
 /// `pending` lists invocations in order of their first append, whatever

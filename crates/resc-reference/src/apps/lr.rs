@@ -13,6 +13,11 @@ use resc_core::runtime::{Channel, CodeError, Context};
 use resc_core::sandbox::CodeRegistry;
 use serde::{Deserialize, Serialize};
 
+/// Most features a row may have, so that rows and chunks stay small.
+const MAX_FEATURES: u32 = 4096;
+/// Largest chunk a piece reads or writes at once.
+const MAX_CHUNK_BYTES: u32 = 64 << 20;
+
 /// The invocation's input: what to generate and how to train.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LrJob {
@@ -60,10 +65,17 @@ impl LrJob {
     }
 
     fn validation_rows(&self) -> u64 {
-        self.rows() * u64::from(self.validation_percent.min(100)) / 100
+        // In u128: rows × percent may not fit in u64 for absurd inputs.
+        (u128::from(self.rows()) * u128::from(self.validation_percent.min(100)) / 100) as u64
     }
 
     fn check(&self, component: &str) -> Result<(), CodeError> {
+        if self.features > MAX_FEATURES || self.chunk_bytes > MAX_CHUNK_BYTES {
+            return Err(CodeError::failed(format!(
+                "{component}: at most {MAX_FEATURES} features and {MAX_CHUNK_BYTES}-byte chunks (got {} and {})",
+                self.features, self.chunk_bytes
+            )));
+        }
         if self.features == 0
             || self.rows() == 0
             || self.validation_rows() == 0
