@@ -408,3 +408,39 @@ mod broken {
         testkit::trigger_log::check_records_byte_exact(&Reordering(InMemoryTriggerLog::new()));
     }
 }
+
+mod faults {
+    use resc_core::ids::NodeId;
+    use resc_core::inproc::{InProcessFabric, InProcessMemory};
+    use resc_core::pool::MemoryPool;
+    use resc_core::testkit;
+    use resc_core::testkit::faults::FaultyTransport;
+    use resc_core::transport::{Transport, TransportError};
+    use std::sync::Arc;
+
+    fn faulty() -> (Arc<InProcessMemory>, FaultyTransport) {
+        let memory = Arc::new(InProcessMemory::new(NodeId(90), 1 << 24));
+        let fabric = Arc::new(InProcessFabric::new());
+        fabric.attach(memory.clone());
+        (memory, FaultyTransport::new(fabric))
+    }
+
+    #[test]
+    fn a_faulty_transport_without_faults_conforms() {
+        let (memory, transport) = faulty();
+        testkit::transport::transport_suite(memory.as_ref(), &transport);
+    }
+
+    #[test]
+    fn injected_faults_fail_exactly_what_they_name() {
+        let (memory, transport) = faulty();
+        let region = memory.allocate(4096).expect("allocate");
+        transport.fail_writes(true);
+        assert!(matches!(transport.write(&region, 0, b"x"), Err(TransportError::Disconnected(_))));
+        transport.read(&region, 0, &mut [0u8; 1]).expect("reads still work");
+        transport.fail_writes(false);
+        transport.fail_after(1);
+        transport.write(&region, 0, b"y").expect("one more operation goes through");
+        assert!(transport.read(&region, 0, &mut [0u8; 1]).is_err(), "then everything fails");
+    }
+}

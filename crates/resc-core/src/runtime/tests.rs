@@ -892,54 +892,21 @@ fn buffered_writes_to_disjoint_bytes_of_one_line_do_not_overwrite_each_other() {
     }
 }
 
-/// A transport whose writes fail while `failing` is set.
-struct FlakyWrites {
-    inner: Arc<InProcessFabric>,
-    failing: std::sync::atomic::AtomicBool,
-}
-
-impl Transport for FlakyWrites {
-    fn execute(&self, ops: &mut [crate::transport::RemoteOp<'_>]) -> Result<(), crate::transport::BatchError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Some(index) = ops.iter().position(|op| matches!(op, crate::transport::RemoteOp::Write { .. })) {
-                return Err(crate::transport::BatchError {
-                    index,
-                    error: TransportError::Disconnected("injected".into()),
-                });
-            }
-        }
-        self.inner.execute(ops)
-    }
-    fn open_endpoint(&self, endpoint: &Endpoint) -> Result<(), TransportError> {
-        self.inner.open_endpoint(endpoint)
-    }
-    fn close_endpoint(&self, endpoint: &Endpoint) {
-        self.inner.close_endpoint(endpoint)
-    }
-    fn send(&self, from: &Endpoint, to: &Endpoint, payload: &[u8]) -> Result<(), TransportError> {
-        self.inner.send(from, to, payload)
-    }
-    fn recv(&self, at: &Endpoint, timeout: Duration) -> Result<crate::transport::Message, TransportError> {
-        self.inner.recv(at, timeout)
-    }
-}
-
 #[test]
 fn a_failed_write_back_keeps_the_bytes_buffered_until_a_later_sync() {
-    use std::sync::atomic::Ordering;
     let rig = rig(16 * MIB, tiny_cache(1));
-    let flaky = Arc::new(FlakyWrites { inner: rig.fabric.clone(), failing: false.into() });
+    let flaky = Arc::new(crate::testkit::faults::FaultyTransport::new(rig.fabric.clone()));
     let bindings = Bindings::remote(graph(), InvocationId(9), flaky.clone(), rig.provisioner.clone(), tiny_cache(1));
     let mut a = ctx(&bindings, "a");
     let mut m = a.channel("m").unwrap();
     m.write(0, &[0u8; 1024]).unwrap();
     let pending = m.write_async(0, b"kept").unwrap();
-    flaky.failing.store(true, Ordering::SeqCst);
+    flaky.fail_writes(true);
     // The one-line cache must evict the dirty line to read another: that fails…
     assert!(matches!(m.read(512, &mut [0u8; 4]), Err(ChannelError::Transport { .. })));
     // …and so does an explicit sync, but nothing is dropped.
     assert!(matches!(m.sync(pending), Err(ChannelError::Transport { .. })));
-    flaky.failing.store(false, Ordering::SeqCst);
+    flaky.fail_writes(false);
     m.flush().unwrap();
     let handle = bindings.existing_memory(M).unwrap();
     let MemoryHandle::Remote(vm) = handle else { panic!("not remote") };

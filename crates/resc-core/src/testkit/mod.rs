@@ -31,6 +31,7 @@
 //! testkit::pool::memory_pool_suite(memory.as_ref(), &fabric);
 //! ```
 
+pub mod faults;
 pub mod pool;
 pub mod sandbox;
 pub mod scheduler;
