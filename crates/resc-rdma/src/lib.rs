@@ -1,16 +1,39 @@
-//! Network transports for ReSC's data path.
+//! Transports for ReSC's data path across process and host boundaries.
 //!
-//! This crate will hold the implementations of [`resc_core::transport::Transport`]
-//! that cross process and host boundaries: a TCP transport (always built) with
-//! the same one-sided `read`/`write` semantics as RDMA, and an ibverbs RDMA
-//! transport behind the `verbs` cargo feature. It is a mechanism crate: it
-//! depends on `resc-core` only and never on a policy crate.
+//! - [`tcp`]: one-sided `read`/`write` on remote regions and two-sided
+//!   messages over TCP, with the memory side checking key and bounds on
+//!   every operation; pipelined batches; one connection per remote node,
+//!   reused for every physical memory component there (the paper's QP reuse).
+//!   [`tcp::TcpNodeServer`] is what `resc memory-server` runs.
+//! - [`wire`]: the TCP frame format, encoded and decoded by pure functions.
 //!
-//! Nothing is implemented yet; the in-process transport in `resc-core` is the
-//! only backend today.
+//! Every backend implements [`resc_core::transport::Transport`] and passes
+//! the `resc-core` conformance suite.
 //!
 //! ```
-//! // The trait every backend here will implement:
-//! fn _takes_a_transport(_: &dyn resc_core::transport::Transport) {}
+//! use std::sync::Arc;
+//! use resc_core::ids::NodeId;
+//! use resc_core::inproc::InProcessMemory;
+//! use resc_core::pool::MemoryPool;
+//! use resc_core::transport::Transport;
+//! use resc_rdma::tcp::{Directory, TcpMemoryPool, TcpNodeServer, TcpTransport};
+//!
+//! // A memory node serving 64 MiB on loopback…
+//! let memory = Arc::new(InProcessMemory::new(NodeId(1), 64 << 20));
+//! let server = TcpNodeServer::bind("127.0.0.1:0", NodeId(1), Some(memory))?;
+//! // …and a compute side that knows where it is.
+//! let directory = Arc::new(Directory::new());
+//! directory.add_node(NodeId(1), server.local_addr());
+//! let pool = TcpMemoryPool::new(NodeId(1), directory.clone());
+//! let transport = TcpTransport::new(directory);
+//! let region = pool.allocate(4096)?;
+//! transport.write(&region, 0, b"over the wire")?;
+//! let mut back = [0u8; 13];
+//! transport.read(&region, 0, &mut back)?;
+//! assert_eq!(&back, b"over the wire");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
+
+pub mod tcp;
+pub mod wire;

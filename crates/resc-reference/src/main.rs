@@ -30,6 +30,21 @@ enum Command {
         /// The template file.
         file: PathBuf,
     },
+    /// Host physical memory components for other processes over TCP.
+    MemoryServer(MemoryServerArgs),
+}
+
+#[derive(Debug, Args)]
+struct MemoryServerArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// The node id this server answers for.
+    #[arg(long, default_value_t = 1)]
+    node: u32,
+    /// Memory it may hand out, MiB.
+    #[arg(long, default_value_t = 1024)]
+    capacity_mib: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,12 +168,29 @@ fn validate(file: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Serves until killed; prints one JSON line with the address first, so that
+/// whoever started it knows where to connect.
+fn memory_server(args: &MemoryServerArgs) -> Result<(), String> {
+    use resc_core::ids::NodeId;
+    let node = NodeId(args.node);
+    let memory = std::sync::Arc::new(resc_core::inproc::InProcessMemory::new(node, args.capacity_mib * MIB));
+    let server = resc_rdma::tcp::TcpNodeServer::bind(args.listen.as_str(), node, Some(memory))
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    println!("{}", serde_json::json!({ "node": args.node, "addr": server.local_addr().to_string() }));
+    use std::io::Write;
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    loop {
+        std::thread::park();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(DemoCommand::Lr(args)) => demo_lr(args),
         Command::Demo(DemoCommand::Chain(args)) => demo_chain(&args),
         Command::Validate { file } => validate(&file),
+        Command::MemoryServer(args) => memory_server(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -95,3 +95,57 @@ fn demo_chain_reports_latency_per_invocation() {
         assert!(run["overhead_per_trigger_us"].as_f64().is_some());
     }
 }
+
+/// A `resc memory-server` child process, killed when dropped.
+struct MemoryServer {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl MemoryServer {
+    fn start() -> MemoryServer {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_resc"))
+            .args(["memory-server", "--listen", "127.0.0.1:0", "--node", "7", "--capacity-mib", "64"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the memory server starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("it prints its address");
+        let announced: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+        let addr = announced["addr"].as_str().expect("addr").parse().expect("a socket address");
+        MemoryServer { child, addr }
+    }
+}
+
+impl Drop for MemoryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_memory_server_process_hosts_regions_for_this_one() {
+    use resc_core::ids::NodeId;
+    use resc_core::pool::MemoryPool;
+    use resc_core::transport::Transport;
+    use resc_rdma::tcp::{Directory, TcpMemoryPool, TcpNodeServer, TcpTransport};
+    let server = MemoryServer::start();
+    let directory = std::sync::Arc::new(Directory::new());
+    directory.add_node(NodeId(7), server.addr);
+    let pool = TcpMemoryPool::new(NodeId(7), directory.clone());
+    assert_eq!(pool.capacity_bytes(), 64 << 20);
+    let local = TcpNodeServer::bind("127.0.0.1:0", NodeId(8), None).expect("a local node for endpoints");
+    let transport = TcpTransport::with_local_node(directory, local);
+    // The whole conformance suite, across a real process boundary.
+    resc_core::testkit::transport::transport_suite(&pool, &transport);
+    let region = pool.allocate(1 << 20).expect("allocate in the other process");
+    transport.write(&region, 1000, b"crossed a process boundary").expect("write");
+    let mut back = [0u8; 26];
+    transport.read(&region, 1000, &mut back).expect("read");
+    assert_eq!(&back, b"crossed a process boundary");
+    pool.free(&region).expect("free");
+    assert_eq!(pool.allocated_bytes(), 0);
+}

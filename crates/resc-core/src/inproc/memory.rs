@@ -63,6 +63,37 @@ impl InProcessMemory {
         Ok(region)
     }
 
+    /// Runs `f` on `len` bytes at `offset` of a region, after checking key
+    /// and bounds, with the region read-locked: how a server sends a region's
+    /// bytes to the network without an intermediate copy.
+    pub fn with_bytes<T>(
+        &self,
+        remote: &RemoteRegion,
+        offset: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, TransportError> {
+        let region = self.checked(remote, offset, len)?;
+        let bytes = region.bytes.read();
+        let start = offset as usize;
+        Ok(f(&bytes[start..start + len]))
+    }
+
+    /// Like [`with_bytes`](Self::with_bytes), with the bytes writable: how a
+    /// server receives a write straight into the region.
+    pub fn with_bytes_mut<T>(
+        &self,
+        remote: &RemoteRegion,
+        offset: u64,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> T,
+    ) -> Result<T, TransportError> {
+        let region = self.checked(remote, offset, len)?;
+        let mut bytes = region.bytes.write();
+        let start = offset as usize;
+        Ok(f(&mut bytes[start..start + len]))
+    }
+
     /// Serves a one-sided read after checking key and bounds.
     pub fn serve_read(&self, remote: &RemoteRegion, offset: u64, buf: &mut [u8]) -> Result<(), TransportError> {
         let region = self.checked(remote, offset, buf.len())?;
