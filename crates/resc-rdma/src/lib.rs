@@ -6,6 +6,10 @@
 //!   reused for every physical memory component there (the paper's QP reuse).
 //!   [`tcp::TcpNodeServer`] is what `resc memory-server` runs.
 //! - [`wire`]: the TCP frame format, encoded and decoded by pure functions.
+//! - [`shm`]: same-host shared memory: physical memory components are memfd
+//!   regions mapped into the compute side, truly one-sided and zero copy.
+//! - `verbs` (cargo feature `verbs`): RDMA over ibverbs. It runs only on
+//!   machines with an RDMA device; without one it fails with a clear error.
 //!
 //! Every backend implements [`resc_core::transport::Transport`] and passes
 //! the `resc-core` conformance suite.
@@ -33,7 +37,9 @@
 //! assert_eq!(&back, b"over the wire");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![forbid(unsafe_code)]
+// `unsafe` is confined to the modules that map shared memory and drive RDMA
+// hardware, each block with a `// SAFETY:` comment.
+#![deny(unsafe_code)]
 
 pub mod tcp;
 pub mod wire;

@@ -52,6 +52,7 @@
 
 pub mod alloc_meter;
 pub mod apps;
+pub mod bench;
 pub mod demo;
 pub mod driver;
 pub mod embedded;

@@ -32,6 +32,31 @@ enum Command {
     },
     /// Host physical memory components for other processes over TCP.
     MemoryServer(MemoryServerArgs),
+    /// Benchmarks, side by side in one run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Every transport against Redis, a raw TCP stream and memcpy.
+    Transport(TransportArgs),
+}
+
+#[derive(Debug, Args)]
+struct TransportArgs {
+    /// Print all figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// A few operations per measurement (for a smoke test, not for figures).
+    #[arg(long)]
+    quick: bool,
+    /// Use this running Redis instead of starting redis-server.
+    #[arg(long, conflicts_with = "no_redis")]
+    redis: Option<String>,
+    /// Leave Redis out.
+    #[arg(long)]
+    no_redis: bool,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +209,29 @@ fn memory_server(args: &MemoryServerArgs) -> Result<(), String> {
     }
 }
 
+fn bench_transport(args: &TransportArgs) -> Result<(), String> {
+    use resc_reference::bench::transport::{self, RedisTarget, TransportBenchOptions};
+    let mut options = TransportBenchOptions::default();
+    if args.quick {
+        options.bounds = resc_reference::bench::Bounds::quick();
+    }
+    options.redis = match (&args.redis, args.no_redis) {
+        (Some(url), _) => RedisTarget::Url(url.clone()),
+        (None, true) => RedisTarget::Skip,
+        (None, false) => RedisTarget::Spawn,
+    };
+    let bar = ProgressBar::new_spinner();
+    let report = transport::run(&options, &mut |what| bar.set_message(format!("measuring {what}")));
+    bar.finish_and_clear();
+    let report = report.map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", transport::table(&report));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -191,6 +239,7 @@ fn main() -> ExitCode {
         Command::Demo(DemoCommand::Chain(args)) => demo_chain(&args),
         Command::Validate { file } => validate(&file),
         Command::MemoryServer(args) => memory_server(&args),
+        Command::Bench(BenchCommand::Transport(args)) => bench_transport(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

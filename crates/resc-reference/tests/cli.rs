@@ -149,3 +149,29 @@ fn a_memory_server_process_hosts_regions_for_this_one() {
     pool.free(&region).expect("free");
     assert_eq!(pool.allocated_bytes(), 0);
 }
+
+#[test]
+fn bench_transport_json_reports_each_measurement_side_by_side() {
+    // Starts its own redis-server (installed by scripts/test.sh).
+    let report = json(&resc(&["bench", "transport", "--json", "--quick"]));
+    let measurements = report["measurements"].as_array().expect("measurements array");
+    for m in measurements {
+        for field in ["transport", "op", "pattern"] {
+            assert!(m[field].is_string(), "{field} in {m}");
+        }
+        for field in ["size", "gbps", "p50_us", "p99_us"] {
+            assert!(m[field].as_f64().is_some_and(|v| v >= 0.0), "{field} in {m}");
+        }
+        assert!(m["p99_us"].as_f64() >= m["p50_us"].as_f64(), "{m}");
+    }
+    let has = |transport: &str, size: u64| {
+        measurements.iter().any(|m| m["transport"] == transport && m["size"] == size && m["gbps"].as_f64() > Some(0.0))
+    };
+    for size in [64, 4096, 65536, 1 << 20] {
+        for transport in ["in-process", "tcp", "redis", "tcp-stream", "memcpy"] {
+            assert!(has(transport, size), "{transport} at {size} B");
+        }
+    }
+    let checks = report["checks"].as_array().expect("checks array");
+    assert!(checks.iter().any(|c| c["name"].as_str().is_some_and(|n| n.contains("redis"))));
+}
