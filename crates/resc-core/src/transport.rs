@@ -144,6 +144,22 @@ pub trait Transport: Send + Sync {
         self.execute(&mut [RemoteOp::Write { region: *region, offset, data }]).map_err(|e| e.error)
     }
 
+    /// Lends the bytes of `[offset, offset + len)` of `region` to `f` without
+    /// copying them, when the medium allows (memory of this process, or
+    /// mapped from another): returns `Ok(true)` after calling `f`, `Ok(false)`
+    /// without calling it when this transport cannot lend (the caller then
+    /// reads into a buffer). Key and bounds are checked as for `read`.
+    fn lend(
+        &self,
+        region: &RemoteRegion,
+        offset: u64,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, TransportError> {
+        let _ = (region, offset, len, f);
+        Ok(false)
+    }
+
     /// Opens an endpoint so that it can receive messages.
     fn open_endpoint(&self, endpoint: &Endpoint) -> Result<(), TransportError>;
 

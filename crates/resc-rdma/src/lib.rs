@@ -6,7 +6,7 @@
 //!   reused for every physical memory component there (the paper's QP reuse).
 //!   [`tcp::TcpNodeServer`] is what `resc memory-server` runs.
 //! - [`wire`]: the TCP frame format, encoded and decoded by pure functions.
-//! - `shm` (being built): same-host shared memory: physical memory components are memfd
+//! - [`shm`]: same-host shared memory: physical memory components are memfd
 //!   regions mapped into the compute side, truly one-sided and zero copy.
 //! - `verbs` (cargo feature `verbs`): RDMA over ibverbs. It runs only on
 //!   machines with an RDMA device; without one it fails with a clear error.
@@ -41,5 +41,6 @@
 // hardware, each block with a `// SAFETY:` comment.
 #![deny(unsafe_code)]
 
+pub mod shm;
 pub mod tcp;
 pub mod wire;

@@ -6,7 +6,7 @@ use crate::apps::lr::{LrJob, LrResult};
 use crate::apps::{self, CHAIN_TEMPLATE, LR_TEMPLATE};
 use crate::embedded::{Deployment, EmbeddedPlatform, InvocationReport, PlatformConfig, PlatformError};
 use crate::metering::{ComponentUsage, Consumption, TimelinePoint, Usage};
-use resc_core::memory::CacheConfig;
+use resc_core::memory::{CacheConfig, CacheStats};
 use resc_core::resources::{format_bytes, MIB};
 use resc_core::sandbox::CodeRegistry;
 use resc_core::size_class::SizeClasses;
@@ -92,10 +92,12 @@ pub struct RunFigures {
     /// Allocated and used bytes over time.
     #[serde(skip)]
     pub timeline: Vec<TimelinePoint>,
+    /// The compute instances' local caches, summed: hits, misses, bytes moved.
+    pub cache: CacheStats,
 }
 
 impl RunFigures {
-    fn of(usage: &Usage) -> Self {
+    fn of(usage: &Usage, cache: CacheStats) -> Self {
         let total = usage.total();
         RunFigures {
             wall_s: usage.wall_s,
@@ -107,6 +109,7 @@ impl RunFigures {
             compute_peak_bytes: usage.compute_peak_bytes(),
             components: usage.components.clone(),
             timeline: usage.timeline.clone(),
+            cache,
         }
     }
 }
@@ -264,8 +267,8 @@ pub fn run_lr(options: &LrOptions, progress: &mut dyn FnMut(Progress)) -> Result
         let (baseline, baseline_walls) = median_by_wall(baseline);
         let own_peak = baseline.usage.compute_peak_bytes();
         let baseline_usage = baseline.usage.with_compute_slot(function_bytes);
-        let resc_figures = RunFigures::of(&resc.usage);
-        let baseline_figures = RunFigures::of(&baseline_usage);
+        let resc_figures = RunFigures::of(&resc.usage, resc.cache);
+        let baseline_figures = RunFigures::of(&baseline_usage, baseline.cache);
         resc_peak = resc_peak.max(resc_figures.compute_peak_bytes);
         within_slot &= resc.usage.components.iter().all(|c| !c.over_slot);
         let saving_against = |bytes: u64| {

@@ -168,7 +168,7 @@ fn bench_transport_json_reports_each_measurement_side_by_side() {
         measurements.iter().any(|m| m["transport"] == transport && m["size"] == size && m["gbps"].as_f64() > Some(0.0))
     };
     for size in [64, 4096, 65536, 1 << 20] {
-        for transport in ["in-process", "tcp", "redis", "tcp-stream", "memcpy"] {
+        for transport in ["in-process", "shm", "tcp", "redis", "tcp-stream", "memcpy"] {
             assert!(has(transport, size), "{transport} at {size} B");
         }
     }

@@ -3,7 +3,7 @@
 
 use super::InProcessMemory;
 use crate::ids::{Endpoint, NodeId};
-use crate::transport::{BatchError, Message, RemoteOp, Transport, TransportError};
+use crate::transport::{BatchError, Message, RemoteOp, RemoteRegion, Transport, TransportError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -60,6 +60,17 @@ impl Transport for InProcessFabric {
             result.map_err(|error| BatchError { index, error })?;
         }
         Ok(())
+    }
+
+    fn lend(
+        &self,
+        region: &RemoteRegion,
+        offset: u64,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, TransportError> {
+        self.node(region.node)?.with_bytes(region, offset, len, |bytes| f(bytes))?;
+        Ok(true)
     }
 
     fn open_endpoint(&self, endpoint: &Endpoint) -> Result<(), TransportError> {

@@ -64,6 +64,25 @@ pub struct CacheStats {
     pub writebacks: u64,
     /// Accesses that bypassed the cache.
     pub bypasses: u64,
+    /// Bytes read from memory components over the transport.
+    pub bytes_read: u64,
+    /// Bytes written to memory components over the transport.
+    pub bytes_written: u64,
+    /// Bytes lent without a copy (see `Channel::read_with`).
+    pub bytes_lent: u64,
+}
+
+impl CacheStats {
+    /// Adds another instance's counters.
+    pub fn add(&mut self, other: &CacheStats) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.writebacks += other.writebacks;
+        self.bypasses += other.bypasses;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.bytes_lent += other.bytes_lent;
+    }
 }
 
 /// Key of a cached line.
@@ -129,6 +148,15 @@ impl LineCache {
 
     pub(crate) fn count_bypass(&mut self) {
         self.stats.bypasses += 1;
+    }
+
+    pub(crate) fn count_moved(&mut self, read: usize, written: usize) {
+        self.stats.bytes_read += read as u64;
+        self.stats.bytes_written += written as u64;
+    }
+
+    pub(crate) fn count_lent(&mut self, bytes: usize) {
+        self.stats.bytes_lent += bytes as u64;
     }
 
     /// The cached line, marking it referenced and counting a hit.

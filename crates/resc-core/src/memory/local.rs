@@ -102,6 +102,14 @@ impl LocalMemory {
         Ok(())
     }
 
+    /// Lends `len` bytes at `addr` to `f`, under the read lock.
+    pub(crate) fn read_with<T>(&self, addr: u64, len: usize, f: impl FnOnce(&[u8]) -> T) -> Result<T, LocalError> {
+        let guard = self.bytes.read();
+        let bytes = guard.as_ref().ok_or(LocalError::Released)?;
+        let range = range_in(addr, len, bytes.len()).ok_or(LocalError::OutOfRange { size: bytes.len() as u64 })?;
+        Ok(f(&bytes[range]))
+    }
+
     /// Writes `data` at `addr`, growing as needed within the budget; on
     /// error nothing is written.
     pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<(), LocalError> {

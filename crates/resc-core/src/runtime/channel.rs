@@ -14,11 +14,29 @@ pub(crate) enum ChannelKind {
     Peer(PeerChannel),
 }
 
-/// An asynchronous read: its buffer is filled once [`Channel::sync`] returns it.
+/// An asynchronous read: [`Channel::sync`] waits for it and returns its bytes.
 #[derive(Debug)]
 #[must_use = "sync the read to get its bytes"]
 pub struct PendingRead {
-    buf: Vec<u8>,
+    state: ReadState,
+}
+
+#[derive(Debug)]
+enum ReadState {
+    /// Done when posted (served from the cache or the sandbox).
+    Ready(Vec<u8>),
+    /// Running on the instance's I/O thread.
+    InFlight(crossbeam_channel::Receiver<Result<Vec<u8>, ChannelError>>),
+}
+
+impl PendingRead {
+    pub(crate) fn ready(buf: Vec<u8>) -> Self {
+        PendingRead { state: ReadState::Ready(buf) }
+    }
+
+    pub(crate) fn in_flight(done: crossbeam_channel::Receiver<Result<Vec<u8>, ChannelError>>) -> Self {
+        PendingRead { state: ReadState::InFlight(done) }
+    }
 }
 
 /// An asynchronous write: buffered until [`Channel::sync`] (or eviction) writes it back.
@@ -38,8 +56,16 @@ pub trait PendingOp {
 
 impl PendingOp for PendingRead {
     type Output = Vec<u8>;
-    fn complete(self, _: &mut Channel) -> Result<Vec<u8>, ChannelError> {
-        Ok(self.buf)
+    fn complete(self, channel: &mut Channel) -> Result<Vec<u8>, ChannelError> {
+        match self.state {
+            ReadState::Ready(buf) => Ok(buf),
+            ReadState::InFlight(done) => done.recv().unwrap_or_else(|_| {
+                Err(ChannelError::Transport {
+                    component: channel.name.clone(),
+                    source: crate::transport::TransportError::Disconnected("the I/O thread ended".into()),
+                })
+            }),
+        }
     }
 }
 
@@ -135,6 +161,20 @@ impl Channel {
         }
     }
 
+    /// Lends `len` bytes at `addr` to `f` without copying them where the
+    /// medium allows: from the local cache when one cached line holds them,
+    /// from the memory component itself when the transport maps it (the
+    /// in-process and shared-memory transports) or when the component lives
+    /// in the sandbox; otherwise from a buffer the channel reuses, filled by
+    /// one read. `f` sees this instance's buffered writes.
+    pub fn read_with<T>(&mut self, addr: u64, len: usize, f: impl FnOnce(&[u8]) -> T) -> Result<T, ChannelError> {
+        match &mut self.kind {
+            ChannelKind::Local(m) => m.read_with(addr, len, f).map_err(|e| local_error(&self.name, e, addr, len)),
+            ChannelKind::Remote(r) => r.read_with(addr, len, f),
+            ChannelKind::Peer(_) => Err(self.wrong("read")),
+        }
+    }
+
     /// Writes `data` at `addr` and returns once it is in memory. A write past
     /// the end first grows the component (initial size, then increments)
     /// within the application's budget; if growth fails nothing is written.
@@ -143,9 +183,11 @@ impl Channel {
     }
 
     /// Starts a read of `len` bytes at `addr` into a buffer of its own; `sync`
-    /// returns the bytes. Every transport of this workspace completes the
-    /// read before returning; the split lets a transport overlap it with the
-    /// code piece's work.
+    /// waits for it and returns the bytes. A read of a quarter of the cache
+    /// or more runs on the instance's I/O thread, overlapping whatever the
+    /// code piece does meanwhile; a smaller one is served through the cache
+    /// at once. As with any asynchronous read, writing the same bytes before
+    /// `sync` races with it; buffered writes to them are seen.
     pub fn read_async(&mut self, addr: u64, len: usize) -> Result<PendingRead, ChannelError> {
         // Check the range before allocating: a bad length must not abort the process.
         self.check_range(addr, len)?;
@@ -154,8 +196,11 @@ impl Channel {
 
     /// Like [`read_async`](Self::read_async), reusing `buf` (its length is the read's length).
     pub fn read_async_into(&mut self, addr: u64, mut buf: Vec<u8>) -> Result<PendingRead, ChannelError> {
+        if let ChannelKind::Remote(r) = &mut self.kind {
+            return r.read_async(addr, buf);
+        }
         self.read(addr, &mut buf)?;
-        Ok(PendingRead { buf })
+        Ok(PendingRead::ready(buf))
     }
 
     fn check_range(&mut self, addr: u64, len: usize) -> Result<(), ChannelError> {

@@ -32,6 +32,7 @@ mod bindings;
 mod channel;
 mod context;
 mod error;
+mod io_worker;
 mod peer;
 mod remote;
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Disaggregated memory access: the cache of one compute instance, and a
 //! channel's operations on one remote memory component through it.
 
-use super::ChannelError;
+use super::io_worker::IoWorker;
+use super::{ChannelError, PendingRead};
 use crate::ids::MemoryId;
 use crate::memory::{AddressMap, CacheStats, DirtyRange, LineCache, LineKey, Snapshot, StateError, VirtualMemory};
 use crate::transport::{RemoteOp, Transport, TransportError};
@@ -74,11 +75,13 @@ pub(crate) struct CacheHost {
     cache: LineCache,
     transport: Arc<dyn Transport>,
     memories: HashMap<MemoryId, Arc<VirtualMemory>>,
+    /// Runs asynchronous reads; started at the first one.
+    io: Option<IoWorker>,
 }
 
 impl CacheHost {
     pub(crate) fn new(cache: LineCache, transport: Arc<dyn Transport>) -> Self {
-        CacheHost { cache, transport, memories: HashMap::new() }
+        CacheHost { cache, transport, memories: HashMap::new(), io: None }
     }
 
     pub(crate) fn register(&mut self, memory: Arc<VirtualMemory>) {
@@ -89,28 +92,47 @@ impl CacheHost {
         self.cache.stats()
     }
 
-    /// Writes dirty bytes back to their component. Bytes of a released
-    /// component, or past its end after a shrink, have no home and are dropped.
-    fn write_back(&self, dirty: &DirtyRange) -> Result<(), ChannelError> {
-        let Some(memory) = self.memories.get(&dirty.key.0) else { return Ok(()) };
+    /// Writes dirty bytes back to their component; returns how many went
+    /// out. Bytes of a released component, or past its end after a shrink,
+    /// have no home and are dropped.
+    fn write_back(&self, dirty: &DirtyRange) -> Result<usize, ChannelError> {
+        self.write_back_all(std::slice::from_ref(dirty))
+    }
+
+    /// Writes back dirty ranges of one component as one batch.
+    fn write_back_all(&self, dirty: &[DirtyRange]) -> Result<usize, ChannelError> {
+        let Some(memory) = dirty.first().and_then(|d| self.memories.get(&d.key.0)) else { return Ok(0) };
         let mut snapshot = Snapshot::default();
         if memory.refresh(&mut snapshot).is_err() {
-            return Ok(());
+            return Ok(0);
         }
-        let start = dirty.key.1 * self.cache.line_bytes() as u64 + dirty.offset as u64;
-        let len = (snapshot.len.saturating_sub(start) as usize).min(dirty.bytes.len());
-        match write_pieces(&*self.transport, &snapshot.map, start, &dirty.bytes[..len]) {
-            Ok(()) | Err(AccessError::Unmapped) => Ok(()),
-            Err(AccessError::Transport(source)) => {
-                Err(ChannelError::Transport { component: memory.name().to_owned(), source })
+        let line = self.cache.line_bytes() as u64;
+        let mut ops: Vec<RemoteOp<'_>> = Vec::with_capacity(dirty.len());
+        let mut written = 0;
+        for range in dirty {
+            let start = range.key.1 * line + range.offset as u64;
+            let len = (snapshot.len.saturating_sub(start) as usize).min(range.bytes.len());
+            let Some(pieces) = snapshot.map.split(start, len) else { continue };
+            for piece in pieces {
+                ops.push(RemoteOp::Write {
+                    region: piece.region,
+                    offset: piece.offset,
+                    data: &range.bytes[piece.buf_range()],
+                });
             }
+            written += len;
         }
+        self.transport
+            .execute(&mut ops)
+            .map(|()| written)
+            .map_err(|e| ChannelError::Transport { component: memory.name().to_owned(), source: e.error })
     }
 
     /// Makes room for one more line, writing back dirty victims first.
     fn make_room(&mut self) -> Result<(), ChannelError> {
         while let Some(victim) = self.cache.victim_to_write_back() {
-            self.write_back(&victim)?;
+            let written = self.write_back(&victim)?;
+            self.cache.count_moved(0, written);
             self.cache.mark_clean(victim.key);
         }
         Ok(())
@@ -120,20 +142,30 @@ impl CacheHost {
     /// disjoint older range of the same line first.
     fn mark_dirty(&mut self, key: LineKey, range: std::ops::Range<usize>) -> Result<(), ChannelError> {
         while let Err(older) = self.cache.mark_dirty(key, range.clone()) {
-            self.write_back(&older)?;
+            let written = self.write_back(&older)?;
+            self.cache.count_moved(0, written);
             self.cache.mark_clean(key);
         }
         Ok(())
     }
 
-    /// Writes back the buffered writes of `memory` (of all when `None`). On
-    /// a failure, what was not written stays buffered for a later sync.
+    /// Writes back the buffered writes of `memory` (of all when `None`), one
+    /// batch per component. On a failure, what was not written stays
+    /// buffered for a later sync (writing a range twice is harmless).
     pub(crate) fn flush(&mut self, memory: Option<MemoryId>) -> Result<(), ChannelError> {
-        for dirty in self.cache.dirty(memory) {
-            self.write_back(&dirty)?;
-            self.cache.mark_clean(dirty.key);
+        let dirty = self.cache.dirty(memory);
+        for component in dirty.chunk_by(|a, b| a.key.0 == b.key.0) {
+            let written = self.write_back_all(component)?;
+            self.cache.count_moved(0, written);
+            for range in component {
+                self.cache.mark_clean(range.key);
+            }
         }
         Ok(())
+    }
+
+    fn count_moved(&mut self, read: usize, written: usize) {
+        self.cache.count_moved(read, written);
     }
 }
 
@@ -143,6 +175,8 @@ pub(crate) struct RemoteChannel {
     cache: Arc<Mutex<CacheHost>>,
     transport: Arc<dyn Transport>,
     snapshot: Snapshot,
+    /// Where `read_with` reads what it cannot lend in place; reused.
+    scratch: Vec<u8>,
 }
 
 /// Copies the part of a line (starting at virtual `line_start`) that overlaps
@@ -175,7 +209,7 @@ fn overlap(line_start: u64, line_len: usize, addr: u64, len: usize) -> Option<(u
 
 impl RemoteChannel {
     pub(crate) fn new(memory: Arc<VirtualMemory>, cache: Arc<Mutex<CacheHost>>, transport: Arc<dyn Transport>) -> Self {
-        RemoteChannel { memory, cache, transport, snapshot: Snapshot::default() }
+        RemoteChannel { memory, cache, transport, snapshot: Snapshot::default(), scratch: Vec::new() }
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -227,6 +261,7 @@ impl RemoteChannel {
             host.cache.count_bypass();
             read_pieces(&*self.transport, &self.snapshot.map, addr, buf)
                 .map_err(|e| self.access_error(e, addr, buf.len()))?;
+            host.count_moved(buf.len(), 0);
             // The caller sees its own buffered writes.
             for (index, offset, bytes) in host.cache.dirty_overlay(id, lines) {
                 copy_overlap(index * line + offset as u64, bytes, addr, buf);
@@ -246,8 +281,114 @@ impl RemoteChannel {
                 return Err(self.access_error(e, line_start, line as usize));
             }
             copy_overlap(line_start, data, addr, buf);
+            host.count_moved(line as usize, 0);
         }
         Ok(())
+    }
+
+    /// Lends `[addr, addr + len)` to `f`: the cache's bytes when one cached
+    /// line holds them, the physical component's bytes when the transport
+    /// can lend and no buffered write overlaps, else a copy in a reused buffer.
+    pub(crate) fn read_with<T>(
+        &mut self,
+        addr: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, ChannelError> {
+        self.check_range(addr, len)?;
+        let mut f = Some(f);
+        {
+            let mut host = self.cache.lock();
+            let id = self.memory.id();
+            let line = host.cache.line_bytes() as u64;
+            let lines = addr / line..(addr + len as u64).div_ceil(line).max(addr / line + 1);
+            if lines.end - lines.start == 1 {
+                let offset = (addr - lines.start * line) as usize;
+                let lent = host
+                    .cache
+                    .peek_mut((id, lines.start))
+                    .and_then(|data| Some(f.take()?(&data[offset..offset + len])));
+                if let Some(out) = lent {
+                    host.cache.count_lent(len);
+                    return Ok(out);
+                }
+            }
+            let clean = host.cache.dirty_overlay(id, lines).next().is_none();
+            let single =
+                self.snapshot.map.split(addr, len).and_then(|mut pieces| pieces.next()).filter(|p| p.len == len);
+            if let (true, Some(piece)) = (clean, single) {
+                let mut out = None;
+                let lent = self.transport.lend(&piece.region, piece.offset, len, &mut |bytes| {
+                    if let Some(f) = f.take() {
+                        out = Some(f(bytes));
+                    }
+                });
+                match lent {
+                    Ok(true) => {
+                        if let Some(out) = out {
+                            host.cache.count_lent(len);
+                            return Ok(out);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(source) => return Err(ChannelError::Transport { component: self.name(), source }),
+                }
+            }
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.resize(len, 0);
+        let read = self.read(addr, &mut scratch);
+        let out = read.map(|()| f.take().map(|f| f(&scratch)));
+        self.scratch = scratch;
+        out?.ok_or_else(|| ChannelError::Transport {
+            component: self.name(),
+            source: TransportError::Disconnected(
+                "the transport called a lent-bytes callback yet said it did not".into(),
+            ),
+        })
+    }
+
+    /// Posts a large read to the instance's I/O thread; a small one, or one
+    /// that buffered writes overlap, is served at once.
+    pub(crate) fn read_async(&mut self, addr: u64, mut buf: Vec<u8>) -> Result<PendingRead, ChannelError> {
+        self.check_range(addr, buf.len())?;
+        let len = buf.len();
+        let mut host = self.cache.lock();
+        let line = host.cache.line_bytes() as u64;
+        let lines = addr / line..(addr + len as u64).div_ceil(line);
+        let direct = len >= host.cache.config().bypass_bytes()
+            && host.cache.dirty_overlay(self.memory.id(), lines).next().is_none();
+        if direct {
+            if host.io.is_none() {
+                host.io = IoWorker::spawn();
+            }
+            if let Some(io) = &host.io {
+                let (done, result) = crossbeam_channel::bounded(1);
+                let (transport, map, component) = (self.transport.clone(), self.snapshot.map.clone(), self.name());
+                let size = self.snapshot.len;
+                let job = Box::new(move || {
+                    let read = read_pieces(&*transport, &map, addr, &mut buf).map(|()| buf).map_err(|e| match e {
+                        AccessError::Transport(source) => ChannelError::Transport { component, source },
+                        AccessError::Unmapped => ChannelError::OutOfRange { component, addr, len: len as u64, size },
+                    });
+                    let _ = done.send(read);
+                });
+                if io.submit(job).is_ok() {
+                    host.count_moved(len, 0);
+                    return Ok(PendingRead::in_flight(result));
+                }
+                // The I/O thread is gone (and the buffer with the job): read here.
+                host.io = None;
+                drop(host);
+                let mut buf = vec![0; len];
+                self.read(addr, &mut buf)?;
+                return Ok(PendingRead::ready(buf));
+            }
+        }
+        drop(host);
+        self.read(addr, &mut buf)?;
+        Ok(PendingRead::ready(buf))
     }
 
     pub(crate) fn write(&mut self, addr: u64, data: &[u8], buffered: bool) -> Result<(), ChannelError> {
@@ -267,6 +408,7 @@ impl RemoteChannel {
             }
             write_pieces(&*self.transport, &self.snapshot.map, addr, data)
                 .map_err(|e| self.access_error(e, addr, data.len()))?;
+            host.count_moved(0, data.len());
             // Keep cached copies current; what is dirty stays dirty.
             for index in lines {
                 if let Some(cached) = host.cache.peek_mut((id, index)) {

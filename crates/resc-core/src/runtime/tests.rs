@@ -927,3 +927,75 @@ fn an_ended_span_is_not_brought_back() {
     rig.bindings.end_all();
     assert_eq!(a.channel("n").unwrap_err(), ChannelError::Released { component: "n".into() });
 }
+
+#[test]
+fn read_with_lends_the_bytes_and_sees_buffered_writes() {
+    let rig = rig(16 * MIB, tiny_cache(8));
+    for bindings in [rig.bindings.clone(), local()] {
+        let mut a = ctx(&bindings, "a");
+        let mut m = a.channel("m").unwrap();
+        let data = pattern(3 * 256 * KIB as usize, 3);
+        m.write(0, &data).unwrap();
+        // Within one physical component: lent in place.
+        let sum: u64 = m.read_with(1000, 5000, |b| b.iter().map(|&x| u64::from(x)).sum()).unwrap();
+        assert_eq!(sum, data[1000..6000].iter().map(|&x| u64::from(x)).sum::<u64>());
+        // A large range: still right.
+        let across = m.read_with(100, 600_000, <[u8]>::to_vec).unwrap();
+        assert_eq!(across, data[100..600_100]);
+        // A buffered write is seen.
+        let _pending = m.write_async(2000, b"mine").unwrap();
+        assert_eq!(
+            m.read_with(1998, 8, <[u8]>::to_vec).unwrap(),
+            [&data[1998..2000], b"mine", &data[2004..2006]].concat()
+        );
+        assert!(matches!(m.read_with(data.len() as u64, 1, |_| ()), Err(ChannelError::OutOfRange { .. })));
+    }
+    let stats = ctx(&rig.bindings, "a").cache_stats();
+    assert_eq!(stats.bytes_lent, 0, "a fresh context has lent nothing");
+}
+
+#[test]
+fn the_in_process_transport_lends_without_moving_bytes() {
+    let rig = rig(16 * MIB, tiny_cache(8));
+    let mut a = ctx(&rig.bindings, "a");
+    let mut m = a.channel("m").unwrap();
+    m.write(0, &pattern(64 * KIB as usize, 1)).unwrap();
+    let moved_before = a.cache_stats().bytes_read;
+    let first = m.read_with(4096, 32 * KIB as usize, |b| b[0]).unwrap();
+    assert_eq!(first, pattern(64 * KIB as usize, 1)[4096]);
+    let stats = a.cache_stats();
+    assert_eq!(stats.bytes_read, moved_before, "lent, not read");
+    assert_eq!(stats.bytes_lent, 32 * KIB);
+}
+
+#[test]
+fn a_transport_that_cannot_lend_gets_one_read_into_a_reused_buffer() {
+    let rig = rig(16 * MIB, tiny_cache(8));
+    let faulty = Arc::new(crate::testkit::faults::FaultyTransport::new(rig.fabric.clone()));
+    let bindings = Bindings::remote(graph(), InvocationId(11), faulty, rig.provisioner.clone(), tiny_cache(8));
+    let mut a = ctx(&bindings, "a");
+    let mut m = a.channel("m").unwrap();
+    let data = pattern(64 * KIB as usize, 2);
+    m.write(0, &data).unwrap();
+    assert_eq!(m.read_with(100, 40_000, <[u8]>::to_vec).unwrap(), data[100..40_100]);
+    let stats = a.cache_stats();
+    assert_eq!(stats.bytes_lent, 0);
+    assert!(stats.bytes_read >= 40_000);
+}
+
+#[test]
+fn a_large_read_async_runs_on_the_io_thread_and_reports_its_failure_at_sync() {
+    let rig = rig(16 * MIB, tiny_cache(8));
+    let faulty = Arc::new(crate::testkit::faults::FaultyTransport::new(rig.fabric.clone()));
+    let bindings = Bindings::remote(graph(), InvocationId(12), faulty.clone(), rig.provisioner.clone(), tiny_cache(8));
+    let mut a = ctx(&bindings, "a");
+    let mut m = a.channel("m").unwrap();
+    let data = pattern(256 * KIB as usize, 4);
+    m.write(0, &data).unwrap();
+    let pending: Vec<PendingRead> = (0..4).map(|i| m.read_async(i * 64 * KIB, 64 * KIB as usize).unwrap()).collect();
+    let back: Vec<u8> = pending.into_iter().flat_map(|p| m.sync(p).unwrap()).collect();
+    assert_eq!(back, data);
+    faulty.fail_reads(true);
+    let pending = m.read_async(0, 64 * KIB as usize).expect("posting does not touch the transport");
+    assert!(matches!(m.sync(pending), Err(ChannelError::Transport { .. })));
+}

@@ -12,8 +12,11 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Buffer size of each connection's reader and writer.
-const BUFFER: usize = 256 * 1024;
+/// Buffer size of each connection's writer: a batch of requests leaves in few writes.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Buffer size of each connection's reader: small, so that the bytes of a
+/// large read go straight from the socket into the caller's buffer.
+const READ_BUFFER: usize = 16 * 1024;
 /// How long a response may take before the connection counts as lost.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,8 +36,8 @@ impl Connection {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
         Ok(Connection {
-            reader: BufReader::with_capacity(BUFFER, stream.try_clone()?),
-            writer: BufWriter::with_capacity(BUFFER, stream),
+            reader: BufReader::with_capacity(READ_BUFFER, stream.try_clone()?),
+            writer: BufWriter::with_capacity(WRITE_BUFFER, stream),
             head: Vec::with_capacity(64),
             next_id: 1,
         })

@@ -7,6 +7,7 @@ use resc_core::ids::NodeId;
 use resc_core::inproc::{InProcessFabric, InProcessMemory};
 use resc_core::pool::MemoryPool;
 use resc_core::transport::{RemoteOp, RemoteRegion, Transport};
+use resc_rdma::shm::{ShmMemory, ShmTransport};
 use resc_rdma::tcp::{Directory, TcpMemoryPool, TcpNodeServer, TcpTransport};
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -127,6 +128,34 @@ fn tcp() -> Result<Subject, BenchError> {
         transport: Box::new(TcpTransport::new(directory)),
         _servers: vec![server],
     })
+}
+
+fn shm() -> Subject {
+    let memory = Arc::new(ShmMemory::new(NodeId(1), 2 * REGION));
+    let transport = ShmTransport::new();
+    transport.add_local_node(memory.clone());
+    Subject { name: "shm", pool: Box::new(ArcShmPool(memory)), transport: Box::new(transport), _servers: vec![] }
+}
+
+/// `Arc<ShmMemory>` as a boxed pool.
+struct ArcShmPool(Arc<ShmMemory>);
+
+impl MemoryPool for ArcShmPool {
+    fn node(&self) -> NodeId {
+        self.0.node()
+    }
+    fn allocate(&self, bytes: u64) -> Result<RemoteRegion, resc_core::pool::PoolError> {
+        self.0.allocate(bytes)
+    }
+    fn free(&self, region: &RemoteRegion) -> Result<(), resc_core::pool::PoolError> {
+        self.0.free(region)
+    }
+    fn capacity_bytes(&self) -> u64 {
+        self.0.capacity_bytes()
+    }
+    fn allocated_bytes(&self) -> u64 {
+        self.0.allocated_bytes()
+    }
 }
 
 /// `Arc<InProcessMemory>` as a boxed pool.
@@ -382,7 +411,7 @@ pub fn run(options: &TransportBenchOptions, progress: &mut dyn FnMut(&str)) -> R
     bench_memcpy(options, &mut measurements)?;
     progress("tcp-stream");
     bench_tcp_stream(options, &mut measurements)?;
-    for subject in [Ok(in_process()), tcp()] {
+    for subject in [Ok(in_process()), Ok(shm()), tcp()] {
         let subject = subject?;
         progress(subject.name);
         bench_subject(&subject, options, &mut measurements)?;

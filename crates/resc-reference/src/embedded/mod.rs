@@ -743,10 +743,6 @@ impl Invocation<'_> {
             self.meter.compute_finished(running.ticket, outcome.usage.cpu);
         }
         self.compute_wall += outcome.usage.wall;
-        let stats = outcome.context.cache_stats();
-        self.cache.hits += stats.hits;
-        self.cache.misses += stats.misses;
-        self.cache.writebacks += stats.writebacks;
-        self.cache.bypasses += stats.bypasses;
+        self.cache.add(&outcome.context.cache_stats());
     }
 }
