@@ -43,4 +43,6 @@
 
 pub mod shm;
 pub mod tcp;
+#[cfg(feature = "verbs")]
+pub mod verbs;
 pub mod wire;
