@@ -41,6 +41,18 @@ enum Command {
 enum BenchCommand {
     /// Every transport against Redis, a raw TCP stream and memcpy.
     Transport(TransportArgs),
+    /// 1 to 50 compute–memory pairs, with and without locality-aware placement.
+    Locality(LocalityArgs),
+}
+
+#[derive(Debug, Args)]
+struct LocalityArgs {
+    /// Print all figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Few pairs and reads (for a smoke test, not for figures).
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +244,21 @@ fn bench_transport(args: &TransportArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn bench_locality(args: &LocalityArgs) -> Result<(), String> {
+    use resc_reference::bench::locality::{self, LocalityOptions};
+    let options = if args.quick { LocalityOptions::quick() } else { LocalityOptions::default() };
+    let bar = ProgressBar::new_spinner();
+    let report = locality::run(&options, &mut |what| bar.set_message(format!("measuring {what}")));
+    bar.finish_and_clear();
+    let report = report.map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", locality::table(&report));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -240,6 +267,7 @@ fn main() -> ExitCode {
         Command::Validate { file } => validate(&file),
         Command::MemoryServer(args) => memory_server(&args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport(&args),
+        Command::Bench(BenchCommand::Locality(args)) => bench_locality(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -175,3 +175,26 @@ fn bench_transport_json_reports_each_measurement_side_by_side() {
     let checks = report["checks"].as_array().expect("checks array");
     assert!(checks.iter().any(|c| c["name"].as_str().is_some_and(|n| n.contains("redis"))));
 }
+
+#[test]
+fn bench_locality_json_compares_placements_for_each_pair_count() {
+    let report = json(&resc(&["bench", "locality", "--json", "--quick"]));
+    let points = report["points"].as_array().expect("points array");
+    for pairs in [1, 4] {
+        let of = |placement: &str| {
+            points
+                .iter()
+                .find(|p| p["pairs"] == pairs && p["placement"] == placement)
+                .unwrap_or_else(|| panic!("{placement} at {pairs} pairs"))
+        };
+        let (local, remote) = (of("locality"), of("no-locality"));
+        // Locality-aware placement puts every memory component on its compute node.
+        assert_eq!(local["colocated"], pairs);
+        assert!(remote["colocated"].as_u64() <= Some(pairs));
+        for p in [local, remote] {
+            assert!(
+                p["gbps"].as_f64().is_some_and(|g| g > 0.0) && p["mean_latency_us"].as_f64().is_some_and(|l| l > 0.0)
+            );
+        }
+    }
+}
