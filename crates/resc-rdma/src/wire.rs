@@ -16,6 +16,8 @@ use thiserror::Error;
 
 /// Largest body a frame may have: a 64 MiB write plus its header.
 pub const MAX_BODY: u32 = (64 << 20) + 128;
+/// Largest message payload: the receiver holds a whole message in memory.
+pub const MAX_MESSAGE: u32 = 16 << 20;
 
 /// A request's operation, with its fixed fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +234,14 @@ pub fn decode_request_head(body_len: u32, head: &[u8]) -> Result<RequestHead, Wi
     if tail > 0 && !matches!(op, Op::Write { .. } | Op::Send { .. }) {
         return Err(WireError::Inconsistent("only writes and messages carry a tail"));
     }
+    if matches!(op, Op::Send { .. }) && tail > MAX_MESSAGE {
+        return Err(WireError::Inconsistent("a message over the 16 MiB limit"));
+    }
+    if let Op::Read { len, .. } = op {
+        if len > MAX_BODY - RESPONSE_HEAD as u32 {
+            return Err(WireError::Inconsistent("a read longer than a frame can answer"));
+        }
+    }
     Ok(RequestHead { id, op, tail })
 }
 
@@ -437,6 +447,14 @@ mod tests {
         read_with_tail[0] += 1;
         read_with_tail.push(0);
         assert!(matches!(decode_request(&read_with_tail), Err(WireError::Inconsistent(_))));
+        // Limits that keep a peer from making the server allocate or send without bound.
+        let e = Endpoint { invocation: InvocationId(1), component: ComputeId(1), instance: 0 };
+        let mut send = Vec::new();
+        encode_request_head(&mut send, 1, &Op::Send { from: e.clone(), to: e }, MAX_MESSAGE + 1);
+        let len = u32::from_le_bytes([send[0], send[1], send[2], send[3]]);
+        assert!(matches!(decode_request_head(len, &send[4..]), Err(WireError::Inconsistent(_))));
+        let huge_read = frame(&Op::Read { region: RegionId(1), key: AccessKey(1), offset: 0, len: u32::MAX }, b"");
+        assert!(matches!(decode_request(&huge_read), Err(WireError::Inconsistent(_))));
     }
 
     proptest! {

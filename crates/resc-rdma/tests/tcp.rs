@@ -127,3 +127,81 @@ fn a_server_that_goes_away_mid_operation_is_a_disconnection() {
     let error = rig.transport.read(&region, 0, &mut buf).expect_err("the node is gone");
     assert!(matches!(error, TransportError::Disconnected(_)), "{error}");
 }
+
+/// A memory node with room for operations larger than a wire frame.
+fn big_rig() -> Rig {
+    let memory = Arc::new(InProcessMemory::new(NodeId(1), 512 << 20));
+    let memory_server = TcpNodeServer::bind("127.0.0.1:0", NodeId(1), Some(memory)).expect("bind memory node");
+    let directory = Arc::new(Directory::new());
+    directory.add_node(NodeId(1), memory_server.local_addr());
+    Rig {
+        pool: TcpMemoryPool::new(NodeId(1), directory.clone()),
+        transport: TcpTransport::new(directory),
+        memory_server,
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish within a
+/// generous bound: a liveness check against deadlock, not a speed check.
+fn finishes<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_else(|_| panic!("{what} did not finish: deadlock?"))
+}
+
+#[test]
+fn a_batch_of_a_large_read_then_a_large_write_does_not_deadlock() {
+    let rig = Arc::new(big_rig());
+    let region = rig.pool.allocate(64 << 20).expect("allocate");
+    let r = rig.clone();
+    finishes("read 16 MiB then write 16 MiB in one batch", move || {
+        let data = vec![3u8; 16 << 20];
+        let mut buf = vec![0u8; 16 << 20];
+        let mut ops = [
+            RemoteOp::Read { region, offset: 0, buf: &mut buf },
+            RemoteOp::Write { region, offset: 32 << 20, data: &data },
+        ];
+        r.transport.execute(&mut ops).expect("the batch completes");
+    });
+}
+
+#[test]
+fn operations_larger_than_a_frame_are_split() {
+    let rig = big_rig();
+    let region = rig.pool.allocate(80 << 20).expect("allocate");
+    let data: Vec<u8> = (0..(65usize << 20)).map(|i| (i % 251) as u8).collect();
+    rig.transport.write(&region, 1, &data).expect("a 65 MiB write");
+    let mut back = vec![0u8; data.len()];
+    rig.transport.read(&region, 1, &mut back).expect("a 65 MiB read");
+    assert!(back == data);
+}
+
+#[test]
+fn a_stalled_client_holds_no_lock_and_a_cut_write_changes_nothing() {
+    let rig = Arc::new(rig());
+    let region = rig.pool.allocate(4096).expect("allocate");
+    rig.transport.write(&region, 0, b"original").expect("write");
+    // A raw client starts a 4096-byte write to the region, sends 10 bytes, and stalls.
+    let mut stalled = TcpStream::connect(rig.memory_server.local_addr()).expect("connect");
+    let mut frame = Vec::new();
+    wire::encode_request_head(&mut frame, 1, &Op::Write { region: region.region, key: region.key, offset: 0 }, 4096);
+    frame.extend_from_slice(&[0xEE; 10]);
+    stalled.write_all(&frame).expect("send part of a write");
+    let r = rig.clone();
+    let back = finishes("operations next to a stalled client", move || {
+        let other = r.pool.allocate(4096).expect("allocate beside the stall");
+        r.transport.write(&other, 0, b"fine").expect("write beside the stall");
+        let mut back = [0u8; 8];
+        r.transport.read(&region, 0, &mut back).expect("read the stalled region");
+        r.pool.free(&other).expect("free beside the stall");
+        back
+    });
+    assert_eq!(&back, b"original", "nothing of the stalled write was applied");
+    drop(stalled);
+    let mut after = [0u8; 8];
+    rig.transport.read(&region, 0, &mut after).expect("read after the client left");
+    assert_eq!(&after, b"original", "a write cut short by a disconnect changes nothing");
+    rig.pool.free(&region).expect("free");
+}

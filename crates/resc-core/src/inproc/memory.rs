@@ -13,6 +13,9 @@ use std::sync::Arc;
 /// page by page on first touch, so an untouched class costs no resident memory.
 struct Region {
     key: AccessKey,
+    /// Fixed at allocation: read without the bytes' lock, so that freeing
+    /// never waits on an operation in progress.
+    len: u64,
     bytes: RwLock<MmapMut>,
 }
 
@@ -55,7 +58,7 @@ impl InProcessMemory {
         if region.key != remote.key {
             return Err(TransportError::AccessDenied { node: self.node, region: remote.region });
         }
-        let region_len = region.bytes.read().len() as u64;
+        let region_len = region.len;
         let len = len as u64;
         if offset.checked_add(len).is_none_or(|end| end > region_len) {
             return Err(TransportError::OutOfBounds { region: remote.region, offset, len, region_len });
@@ -138,7 +141,7 @@ impl MemoryPool for InProcessMemory {
         let map = MmapMut::map_anon(len).map_err(|e| release(e.to_string()))?;
         let key = AccessKey(rand::random::<u64>());
         let region = RegionId(self.next_region.fetch_add(1, Ordering::Relaxed));
-        self.regions.write().insert(region, Arc::new(Region { key, bytes: RwLock::new(map) }));
+        self.regions.write().insert(region, Arc::new(Region { key, len: bytes, bytes: RwLock::new(map) }));
         Ok(RemoteRegion { node: self.node, region, key, len: bytes })
     }
 
@@ -149,7 +152,7 @@ impl MemoryPool for InProcessMemory {
         if region.key != remote.key {
             return Err(PoolError::AccessDenied { node: self.node, region: remote.region });
         }
-        let len = region.bytes.read().len() as u64;
+        let len = region.len;
         regions.remove(&remote.region);
         *self.allocated.lock() -= len;
         Ok(())

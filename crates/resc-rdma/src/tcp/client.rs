@@ -17,8 +17,14 @@ const WRITE_BUFFER: usize = 256 * 1024;
 /// Buffer size of each connection's reader: small, so that the bytes of a
 /// large read go straight from the socket into the caller's buffer.
 const READ_BUFFER: usize = 16 * 1024;
-/// How long a response may take before the connection counts as lost.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a response, or sending a request, may take before the
+/// connection counts as lost.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest piece of one operation on the wire: longer reads and writes are
+/// split, so that no frame approaches the wire's limit.
+const CHUNK: usize = 8 << 20;
 
 /// One connection to a node: requests are written back to back and their
 /// responses read in order, so a batch has all its operations in flight.
@@ -28,18 +34,30 @@ struct Connection {
     /// Encoding scratch, reused: no allocation per operation.
     head: Vec<u8>,
     next_id: u64,
+    /// Set on any I/O error: the stream may be mid-frame, so it is never used again.
+    broken: bool,
+}
+
+/// One wire request of a window: a chunk of operation `op`.
+struct Chunk {
+    op: usize,
+    /// The chunk's range within the operation's buffer.
+    range: std::ops::Range<usize>,
+    id: u64,
 }
 
 impl Connection {
     fn open(addr: std::net::SocketAddr) -> io::Result<Connection> {
-        let stream = TcpStream::connect(addr)?;
+        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(Connection {
             reader: BufReader::with_capacity(READ_BUFFER, stream.try_clone()?),
             writer: BufWriter::with_capacity(WRITE_BUFFER, stream),
             head: Vec::with_capacity(64),
             next_id: 1,
+            broken: false,
         })
     }
 
@@ -73,56 +91,105 @@ impl Connection {
         io::copy(&mut (&mut self.reader).take(u64::from(n)), &mut io::sink()).map(|_| ())
     }
 
-    /// Sends a run of operations on this node as one pipelined batch and
+    /// Sends a run of operations on this node in pipelined windows and
     /// reads every response, stopping at the first failure.
+    ///
+    /// A window holds writes, then reads: the client sends all of it, then
+    /// reads the answers. Were a write to follow a read in one window, the
+    /// server could block sending the read's bytes while the client blocks
+    /// sending the write's: so a write after a read opens a new window.
     fn run(&mut self, node: NodeId, ops: &mut [RemoteOp<'_>], first: usize) -> Result<(), BatchError> {
-        let lost = |e: io::Error| BatchError { index: first, error: TransportError::Disconnected(e.to_string()) };
-        let batched = ops.len() > 1;
-        let mut ids = [0u64; 0].to_vec();
-        let mut batch_id = 0;
-        (|| -> io::Result<()> {
-            if batched {
-                batch_id = self.send_head(&Op::Batch { count: ops.len() as u32 }, 0)?;
-            }
-            ids.reserve(ops.len());
-            for op in ops.iter() {
-                let id = match op {
-                    RemoteOp::Read { region, offset, buf } => self.send_head(
-                        &Op::Read { region: region.region, key: region.key, offset: *offset, len: buf.len() as u32 },
-                        0,
-                    )?,
-                    RemoteOp::Write { region, offset, data } => {
-                        let id = self.send_head(
-                            &Op::Write { region: region.region, key: region.key, offset: *offset },
-                            data.len() as u32,
-                        )?;
-                        self.writer.write_all(data)?;
-                        id
-                    }
-                };
-                ids.push(id);
-            }
-            self.writer.flush()
-        })()
-        .map_err(lost)?;
-        if batched {
-            self.response(batch_id).map_err(lost)?;
-        }
-        let mut failure = None;
-        for (i, (op, id)) in ops.iter_mut().zip(ids).enumerate() {
-            let head = self.response(id).map_err(|e| BatchError { index: first + i, ..lost(e) })?;
-            match (head.status, op) {
-                (Status::Ok, RemoteOp::Read { buf, .. }) if head.tail as usize == buf.len() => {
-                    self.reader.read_exact(buf).map_err(lost)?;
+        let mut start = 0;
+        while start < ops.len() {
+            let first_read = ops[start..].iter().position(|op| matches!(op, RemoteOp::Read { .. }));
+            let end = match first_read {
+                Some(r) => {
+                    let reads_from = start + r;
+                    reads_from + ops[reads_from..].iter().take_while(|op| matches!(op, RemoteOp::Read { .. })).count()
                 }
-                (Status::Ok, RemoteOp::Write { .. }) => self.skip(head.tail).map_err(lost)?,
+                None => ops.len(),
+            };
+            let result = self.window(node, &mut ops[start..end], first + start);
+            if let Err(e) = result {
+                if matches!(e.error, TransportError::Disconnected(_)) {
+                    self.broken = true;
+                }
+                return Err(e);
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn window(&mut self, node: NodeId, ops: &mut [RemoteOp<'_>], first: usize) -> Result<(), BatchError> {
+        let lost =
+            |index: usize| move |e: io::Error| BatchError { index, error: TransportError::Disconnected(e.to_string()) };
+        let mut chunks: Vec<Chunk> = Vec::with_capacity(ops.len());
+        let sent = (|| -> io::Result<()> {
+            let count: usize = ops.iter().map(|op| op_len(op).div_ceil(CHUNK).max(1)).sum();
+            let batched = count > 1;
+            let batch_id = if batched {
+                let count = u32::try_from(count).map_err(|_| io::Error::other("a batch of over 4 billion requests"))?;
+                Some(self.send_head(&Op::Batch { count }, 0)?)
+            } else {
+                None
+            };
+            for (i, op) in ops.iter().enumerate() {
+                let len = op_len(op);
+                let mut at = 0;
+                loop {
+                    let n = (len - at).min(CHUNK);
+                    let chunk_len = n as u32; // n ≤ CHUNK < 4 GiB
+                    let id = match op {
+                        RemoteOp::Read { region, offset, .. } => self.send_head(
+                            &Op::Read {
+                                region: region.region,
+                                key: region.key,
+                                offset: offset + at as u64,
+                                len: chunk_len,
+                            },
+                            0,
+                        )?,
+                        RemoteOp::Write { region, offset, data } => {
+                            let id = self.send_head(
+                                &Op::Write { region: region.region, key: region.key, offset: offset + at as u64 },
+                                chunk_len,
+                            )?;
+                            self.writer.write_all(&data[at..at + n])?;
+                            id
+                        }
+                    };
+                    chunks.push(Chunk { op: i, range: at..at + n, id });
+                    at += n;
+                    if at >= len {
+                        break;
+                    }
+                }
+            }
+            self.writer.flush()?;
+            if let Some(id) = batch_id {
+                self.response(id)?;
+            }
+            Ok(())
+        })();
+        sent.map_err(lost(first))?;
+        let mut failure = None;
+        for chunk in chunks {
+            let index = first + chunk.op;
+            let head = self.response(chunk.id).map_err(lost(index))?;
+            let op = &mut ops[chunk.op];
+            match (head.status, op) {
+                (Status::Ok, RemoteOp::Read { buf, .. }) if head.tail as usize == chunk.range.len() => {
+                    self.reader.read_exact(&mut buf[chunk.range]).map_err(lost(index))?;
+                }
+                (Status::Ok, RemoteOp::Write { .. }) => self.skip(head.tail).map_err(lost(index))?,
                 (status, op) => {
-                    self.skip(head.tail).map_err(lost)?;
+                    self.skip(head.tail).map_err(lost(index))?;
                     let region = match op {
                         RemoteOp::Read { region, .. } | RemoteOp::Write { region, .. } => *region,
                     };
                     if failure.is_none() && status != Status::Skipped {
-                        failure = Some(BatchError { index: first + i, error: error_of(status, node, &region) });
+                        failure = Some(BatchError { index, error: error_of(status, node, &region) });
                     }
                 }
             }
@@ -137,6 +204,13 @@ impl Connection {
         let head = self.response(id)?;
         self.skip(head.tail)?;
         Ok(head)
+    }
+}
+
+fn op_len(op: &RemoteOp<'_>) -> usize {
+    match op {
+        RemoteOp::Read { buf, .. } => buf.len(),
+        RemoteOp::Write { data, .. } => data.len(),
     }
 }
 
@@ -185,11 +259,19 @@ impl TcpTransport {
 
     fn connection(&self, node: NodeId) -> Result<Arc<Mutex<Connection>>, TransportError> {
         if let Some(c) = self.connections.lock().get(&node) {
-            return Ok(c.clone());
+            if !c.lock().broken {
+                return Ok(c.clone());
+            }
         }
         let addr = self.directory.node(node).ok_or(TransportError::UnknownNode(node))?;
         let connection = Connection::open(addr).map_err(|e| TransportError::Disconnected(format!("{node}: {e}")))?;
-        Ok(self.connections.lock().entry(node).or_insert_with(|| Arc::new(Mutex::new(connection))).clone())
+        let fresh = Arc::new(Mutex::new(connection));
+        let mut connections = self.connections.lock();
+        let slot = connections.entry(node).or_insert_with(|| fresh.clone());
+        if slot.lock().broken {
+            *slot = fresh;
+        }
+        Ok(slot.clone())
     }
 
     /// Opens the connection to `node` now, off the critical path (while a
@@ -198,9 +280,14 @@ impl TcpTransport {
         self.connection(node).map(|_| ())
     }
 
-    /// Drops a connection that failed; the next operation reconnects.
-    fn forget(&self, node: NodeId) {
-        self.connections.lock().remove(&node);
+    /// Drops a connection that failed (only that one: a healthy replacement
+    /// stays); the next operation reconnects.
+    fn forget(&self, node: NodeId, failed: &Arc<Mutex<Connection>>) {
+        failed.lock().broken = true;
+        let mut connections = self.connections.lock();
+        if connections.get(&node).is_some_and(|c| Arc::ptr_eq(c, failed)) {
+            connections.remove(&node);
+        }
     }
 
     /// How many connections are open (one per remote node used).
@@ -212,7 +299,7 @@ impl TcpTransport {
         let connection = self.connection(node)?;
         let result = connection.lock().call(op);
         result.map_err(|e| {
-            self.forget(node);
+            self.forget(node, &connection);
             TransportError::Disconnected(format!("{node}: {e}"))
         })
     }
@@ -230,7 +317,7 @@ impl Transport for TcpTransport {
             let result = connection.lock().run(node, &mut ops[start..end], start);
             if let Err(e) = result {
                 if matches!(e.error, TransportError::Disconnected(_)) {
-                    self.forget(node);
+                    self.forget(node, &connection);
                 }
                 return Err(e);
             }
@@ -260,10 +347,13 @@ impl Transport for TcpTransport {
         if let Some(local) = self.local.as_ref().filter(|l| l.node() == node) {
             return local.deliver(from, to, payload);
         }
+        let length = u32::try_from(payload.len()).ok().filter(|&n| n <= wire::MAX_MESSAGE).ok_or_else(|| {
+            TransportError::Disconnected(format!("a message of {} bytes is over the wire's limit", payload.len()))
+        })?;
         let connection = self.connection(node)?;
         let result = (|| {
             let mut c = connection.lock();
-            let id = c.send_head(&Op::Send { from: from.clone(), to: to.clone() }, payload.len() as u32)?;
+            let id = c.send_head(&Op::Send { from: from.clone(), to: to.clone() }, length)?;
             c.writer.write_all(payload)?;
             c.writer.flush()?;
             let head = c.response(id)?;
@@ -274,7 +364,7 @@ impl Transport for TcpTransport {
             Ok(Status::Ok) => Ok(()),
             Ok(_) => Err(TransportError::UnknownEndpoint(to.clone())),
             Err(e) => {
-                self.forget(node);
+                self.forget(node, &connection);
                 Err(TransportError::Disconnected(format!("{node}: {e}")))
             }
         }

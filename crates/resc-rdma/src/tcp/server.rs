@@ -8,17 +8,19 @@ use resc_core::inproc::{InProcessFabric, InProcessMemory};
 use resc_core::pool::{MemoryPool, PoolError};
 use resc_core::transport::{Message, RemoteRegion, Transport, TransportError};
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a frame may take to arrive once begun, and an answer to leave.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Buffer size of each connection's writer: answers to a batch leave together.
 const WRITE_BUFFER: usize = 256 * 1024;
-/// Buffer size of each connection's reader: small, so that a large write's
-/// bytes go straight from the socket into the region.
-const READ_BUFFER: usize = 16 * 1024;
+/// Buffer size of each connection's reader (a write's bytes are read into
+/// the connection's scratch buffer, up to the client's 8 MiB chunk).
+const READ_BUFFER: usize = 64 * 1024;
 
 struct Shared {
     node: NodeId,
@@ -164,13 +166,25 @@ fn serve(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
         batch_left: 0,
         batch_failed: false,
     };
+    // A frame, once begun, must arrive within FRAME_TIMEOUT; between frames
+    // a client may stay idle as long as it likes.
+    stream.set_read_timeout(Some(FRAME_TIMEOUT))?;
+    stream.set_write_timeout(Some(FRAME_TIMEOUT))?;
     loop {
-        let mut prefix = [0u8; 4];
-        match session.reader.read_exact(&mut prefix) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+        match session.reader.fill_buf() {
+            Ok([]) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
+        let mut prefix = [0u8; 4];
+        session.reader.read_exact(&mut prefix)?;
         let body_len = u32::from_le_bytes(prefix);
         let head = match session.read_head(body_len)? {
             Ok(head) => head,
@@ -270,22 +284,30 @@ impl Session<'_> {
                 }
             }
             (Op::Write { region, key, offset }, Some(memory)) => {
+                // The bytes arrive first, then go into the region under its
+                // lock: a slow or vanished client never holds the lock, and a
+                // write cut short changes nothing.
+                self.scratch.clear();
+                self.scratch.resize(head.tail as usize, 0);
+                self.reader.read_exact(&mut self.scratch)?;
                 let remote = RemoteRegion { node, region, key, len: 0 };
-                let reader = &mut self.reader;
-                match memory.with_bytes_mut(&remote, offset, head.tail as usize, |bytes| reader.read_exact(bytes)) {
-                    Ok(io) => {
-                        io?;
-                        Status::Ok
-                    }
-                    Err(e) => {
-                        self.discard_tail(head.tail)?;
-                        status_of(&e)
-                    }
+                let data = &self.scratch;
+                match memory.with_bytes_mut(&remote, offset, data.len(), |bytes| bytes.copy_from_slice(data)) {
+                    Ok(()) => Status::Ok,
+                    Err(e) => status_of(&e),
                 }
             }
             (Op::Allocate { bytes }, Some(memory)) => match memory.allocate(bytes) {
                 Ok(region) => {
-                    self.respond(id, Status::Ok, [region.region.0, region.key.0, region.len])?;
+                    // A client that cannot hear the answer never learns the
+                    // key: free the region rather than leak it.
+                    let answered = self
+                        .respond(id, Status::Ok, [region.region.0, region.key.0, region.len])
+                        .and_then(|()| self.writer.flush());
+                    if let Err(e) = answered {
+                        let _ = memory.free(&region);
+                        return Err(e);
+                    }
                     return Ok(Status::Ok);
                 }
                 Err(e) => pool_status(&e),
