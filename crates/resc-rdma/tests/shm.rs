@@ -645,3 +645,162 @@ proptest! {
         let _ = control::decode_response(&body);
     }
 }
+
+/// How a second attachment of a region comes about in one process.
+#[derive(Debug, Clone, Copy)]
+enum SecondAttachment {
+    AnotherTransport,
+    DetachThenAttachAgain,
+}
+
+#[test]
+fn a_write_waits_for_a_live_lend_through_any_attachment_in_the_process() {
+    use std::sync::mpsc;
+    for how in [SecondAttachment::AnotherTransport, SecondAttachment::DetachThenAttachAgain] {
+        for rig in [Rigs::local(), Rigs::socket()] {
+            let region = rig.pool().allocate(4096).expect("allocate");
+            let other = ShmTransport::new();
+            rig.connect(&other);
+            rig.transport().write(&region, 0, &[1]).expect("write");
+            let writer_side = match how {
+                SecondAttachment::AnotherTransport => &other,
+                SecondAttachment::DetachThenAttachAgain => rig.transport(),
+            };
+            let written = &AtomicBool::new(false);
+            let (lending, lend_started) = mpsc::channel();
+            let (writing, write_started) = mpsc::channel();
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(move || {
+                    lend_started.recv_timeout(PATIENCE).expect("the lend starts");
+                    if let SecondAttachment::DetachThenAttachAgain = how {
+                        // The lend still holds the old attachment.
+                        writer_side.detach(&region);
+                    }
+                    writer_side.preattach(&region).expect("a second attachment");
+                    writing.send(()).expect("signal the lender");
+                    writer_side.write(&region, 0, &[2]).expect("write through the second attachment");
+                    written.store(true, Ordering::SeqCst);
+                });
+                let seen = rig
+                    .transport()
+                    .with_bytes(&region, 0, 1, |bytes| {
+                        lending.send(()).expect("signal the writer");
+                        write_started.recv_timeout(PATIENCE).expect("the writer starts");
+                        // Give the writer every chance to run into the lent
+                        // bytes: it must wait for this closure to return.
+                        for _ in 0..20 {
+                            std::thread::yield_now();
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        (written.load(Ordering::SeqCst), std::hint::black_box(bytes)[0])
+                    })
+                    .expect("lend");
+                assert_eq!(seen, (false, 1), "{how:?}: a write went through while a lend was live");
+                writer.join().expect("the writer");
+            });
+            assert!(written.load(Ordering::SeqCst));
+            let mut after = [0u8; 1];
+            rig.transport().read(&region, 0, &mut after).expect("read");
+            assert_eq!(after, [2], "{how:?}");
+            rig.pool().free(&region).expect("free");
+        }
+    }
+}
+
+#[test]
+fn clients_that_vanish_mid_allocate_do_not_exhaust_the_node() {
+    let rig = socket_rig();
+    let path = rig.server.path().to_path_buf();
+    let memory = rig.server.memory().clone();
+    let mut frame = Vec::new();
+    control::encode_request(&mut frame, &Request::Allocate { bytes: CAPACITY / 4 });
+    for round in 0..16 {
+        let mut stream = connect(&path);
+        if round % 2 == 0 {
+            // Gone before the answer.
+            stream.write_all(&frame).expect("send the request");
+        } else {
+            // Takes the answer, never confirms it.
+            let response = exchange(&mut stream, &frame);
+            assert!(
+                matches!(response, Some(Response::Allocated { .. } | Response::OutOfMemory { .. })),
+                "{response:?}"
+            );
+        }
+        drop(stream);
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while memory.live_regions() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(memory.live_regions(), 0, "unconfirmed allocations outlived their connections");
+    assert_eq!(memory.allocated_bytes(), 0);
+    // A confirmed allocation outlives the connection it was made on.
+    let region = {
+        let client = ShmMemoryClient::new(rig.server.node(), &path);
+        client.allocate(CAPACITY).expect("the whole node is free again")
+    };
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(memory.live_regions(), 1, "a confirmed region was freed with its connection");
+    }
+    rig.pool.free(&region).expect("free");
+}
+
+#[test]
+fn descriptors_beyond_what_a_frame_carries_are_closed_not_leaked() {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::fd::AsRawFd;
+    const ROUNDS: usize = 8;
+    let dir = TempDir::new();
+    let marker = dir.0.join("marker");
+    std::fs::write(&marker, b"descriptor").expect("write the marker");
+    let marker = marker.canonicalize().expect("canonical path");
+    // Descriptors of this process open on the marker file: the fake node's
+    // are closed by the time it ends, so any left are the client's leaks
+    // (counting only these keeps tests running alongside out of the count).
+    let open_on_marker = || {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("list /proc/self/fd")
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| *target == marker)
+            .count()
+    };
+    let listener = std::os::unix::net::UnixListener::bind(dir.socket()).expect("bind the fake node");
+    let node = std::thread::spawn({
+        let marker = marker.clone();
+        move || {
+            for _ in 0..ROUNDS {
+                let Ok((mut stream, _)) = listener.accept() else { return };
+                stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+                let mut request = [0u8; 4 + 17];
+                if stream.read_exact(&mut request).is_err() {
+                    continue;
+                }
+                let mut frame = Vec::new();
+                control::encode_response(&mut frame, &Response::Attached { len: 4096 });
+                let file = std::fs::File::open(&marker).expect("open the marker");
+                let fds = [file.as_raw_fd(); 8];
+                let _ = sendmsg::<UnixAddr>(
+                    stream.as_raw_fd(),
+                    &[std::io::IoSlice::new(&frame)],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::empty(),
+                    None,
+                );
+                drop(file);
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest);
+            }
+        }
+    });
+    let client = ShmMemoryClient::new(NodeId(6), dir.socket());
+    let region = RemoteRegion { node: NodeId(6), region: RegionId(1), key: AccessKey(1), len: 4096 };
+    for _ in 0..ROUNDS {
+        let attached = client.attach(&region);
+        assert!(matches!(attached, Err(TransportError::Disconnected(_))), "{attached:?}");
+    }
+    drop(client);
+    node.join().expect("the fake node");
+    assert_eq!(open_on_marker(), 0, "descriptors the kernel installed were leaked");
+}

@@ -80,6 +80,15 @@ impl ShmMemoryClient {
         if let Response::Malformed(why) = &response {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("the server refused a request: {why}")));
         }
+        if let (Response::Allocated { region, .. }, Some(_)) = (&response, fds.first()) {
+            // We hold the region's key and descriptor: confirm, so the node
+            // no longer frees it when this connection closes. If this cannot
+            // be sent the connection is gone and the node frees the region:
+            // the allocation failed.
+            frame.clear();
+            control::encode_request(&mut frame, &Request::Confirm { region: *region });
+            fdpass::send_frame(&stream, &frame, None)?;
+        }
         // Only a well-behaved exchange leaves the connection for the next one.
         *connection = Some(stream);
         // At most one descriptor is expected; any others close here.

@@ -40,6 +40,7 @@ const ALLOCATE: u8 = 0x01;
 const FREE: u8 = 0x02;
 const ATTACH: u8 = 0x03;
 const STATS: u8 = 0x04;
+const CONFIRM: u8 = 0x05;
 
 const ALLOCATED: u8 = 0x81;
 const FREED: u8 = 0x82;
@@ -76,6 +77,14 @@ pub enum Request {
     },
     /// Ask for the node's capacity and allocated bytes.
     Stats,
+    /// The client took an [`Response::Allocated`] answer (and its
+    /// descriptor): the region no longer depends on the connection. Not
+    /// answered. A region allocated over a connection that closes before
+    /// this arrives is freed: its client never got hold of it.
+    Confirm {
+        /// The region.
+        region: RegionId,
+    },
 }
 
 /// A memory node's answer to one [`Request`].
@@ -181,6 +190,10 @@ pub fn encode_request(out: &mut Vec<u8>, request: &Request) {
             put(out, key.0);
         }
         Request::Stats => out.push(STATS),
+        Request::Confirm { region } => {
+            out.push(CONFIRM);
+            put(out, region.0);
+        }
     }
     finish(out, start);
 }
@@ -194,6 +207,7 @@ pub fn decode_request(body: &[u8]) -> Result<Request, FrameError> {
         FREE => Request::Free { region: RegionId(r.u64()?), key: AccessKey(r.u64()?) },
         ATTACH => Request::Attach { region: RegionId(r.u64()?), key: AccessKey(r.u64()?) },
         STATS => Request::Stats,
+        CONFIRM => Request::Confirm { region: RegionId(r.u64()?) },
         code => return Err(FrameError::UnknownCode { what: WHAT, code }),
     };
     r.end()?;

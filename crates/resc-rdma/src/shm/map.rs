@@ -6,10 +6,13 @@
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use parking_lot::RwLock;
+use parking_lot::{const_mutex, Mutex, RwLock};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// Bytes of the control page that precedes a region's bytes in its memfd.
@@ -26,9 +29,21 @@ const STATE_AT: usize = 64;
 /// operations in flight.
 const REVOKED: u64 = 1 << 63;
 
+/// Every mapping of a region's bytes in this process, by the memfd's
+/// `(st_dev, st_ino)`: [`SharedMap::shared`] hands out the live one, so a
+/// process maps a region's bytes once and orders every access to them with
+/// one lock, however many attachments (transports, re-attachments after a
+/// `detach` or a key change, adoptions) it holds.
+///
+/// A live entry cannot name another file: the mapping holds a reference to
+/// its file, so the inode cannot be freed (and its number reused) while the
+/// mapping lives. Dead entries are pruned when a mapping is added.
+static MAPPINGS: Mutex<BTreeMap<(u64, u64), Weak<SharedMap>>> = const_mutex(BTreeMap::new());
+
 /// A `MAP_SHARED` mapping of a region memfd: its control page only (the
-/// memory side), or the control page and the region's bytes (the compute
-/// side).
+/// memory side, [`control_page`](SharedMap::control_page)), or the control
+/// page and the region's bytes (the compute side,
+/// [`shared`](SharedMap::shared): one per region per process).
 ///
 /// Construction checks that the file is sealed against shrinking and long
 /// enough for the mapping, so no access through it can fault (`SIGBUS`).
@@ -37,10 +52,10 @@ pub(crate) struct SharedMap {
     /// The region's bytes that are mapped after the control page (0 for a
     /// control-page-only mapping).
     data_len: usize,
-    /// Orders this process's accesses to the bytes through this mapping:
-    /// reads share it, writes hold it alone. Other processes (and other
-    /// mappings of the same memfd) are outside its reach: see
-    /// [`with_bytes`](SharedMap::with_bytes).
+    /// Orders this process's accesses to the region's bytes: reads share it,
+    /// writes hold it alone. It covers every access of the process, because
+    /// the process maps the bytes only once (see [`MAPPINGS`]); other
+    /// processes are outside its reach: see [`with_bytes`](SharedMap::with_bytes).
     lock: RwLock<()>,
 }
 
@@ -62,8 +77,38 @@ impl Drop for Entered<'_> {
 }
 
 impl SharedMap {
+    /// Maps the control page only: the memory side's view, which never
+    /// touches the region's bytes (every byte access through it is out of
+    /// bounds).
+    pub(crate) fn control_page(file: &File) -> io::Result<SharedMap> {
+        Self::open(file, 0)
+    }
+
+    /// This process's mapping of the control page and the `data_len` bytes
+    /// after it: the existing one if the process maps the file already
+    /// (through any attachment), a new one otherwise. A file already mapped
+    /// with another length is refused: one mapping (and one lock) per region.
+    pub(crate) fn shared(file: &File, data_len: usize) -> io::Result<Arc<SharedMap>> {
+        let metadata = file.metadata()?;
+        let id = (metadata.dev(), metadata.ino());
+        let mut mappings = MAPPINGS.lock();
+        if let Some(existing) = mappings.get(&id).and_then(Weak::upgrade) {
+            if existing.data_len != data_len {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the memfd is mapped in this process for {} bytes, not {data_len}", existing.data_len),
+                ));
+            }
+            return Ok(existing);
+        }
+        let map = Arc::new(Self::open(file, data_len)?);
+        mappings.retain(|_, mapping| mapping.strong_count() > 0);
+        mappings.insert(id, Arc::downgrade(&map));
+        Ok(map)
+    }
+
     /// Maps the control page and `data_len` bytes after it.
-    pub(crate) fn open(file: &File, data_len: usize) -> io::Result<SharedMap> {
+    fn open(file: &File, data_len: usize) -> io::Result<SharedMap> {
         let total = HEADER
             .checked_add(data_len)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a region larger than the address space"))?;
@@ -176,7 +221,11 @@ impl SharedMap {
         // file is sealed at least that long (checked in `open`), so every
         // byte is readable; `buf` is an exclusive Rust borrow, and this
         // crate never lends the mapping mutably, so the two cannot overlap;
-        // writes through this mapping wait for the shared lock.
+        // every write of this process to the region's bytes goes through
+        // this one mapping (`MAPPINGS`) and waits for the shared lock. Other
+        // processes' writes are outside the Rust abstract machine (see
+        // `with_bytes`): they can only make the copy see a mix of old and new
+        // plain bytes.
         unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(HEADER + offset), buf.as_mut_ptr(), buf.len()) }
     }
 
@@ -191,22 +240,30 @@ impl SharedMap {
         // SAFETY: the destination range lies in the mapping (checked just
         // above), which `self` keeps alive and which is mapped writable and
         // shared over a file sealed at least that long (checked in `open`);
-        // the exclusive lock keeps every other access through this mapping in
-        // this process (copies and lent slices) out for the copy's duration,
-        // so no Rust reference to these bytes is alive while they change;
-        // `data` cannot be a slice lent from this mapping, as lending holds
-        // the shared lock that this copy waits for.
+        // this process maps the region's bytes only through this mapping
+        // (`MAPPINGS`), so the exclusive lock keeps every other access of
+        // this process to them (copies and lent slices, through any
+        // attachment) out for the copy's duration, and no Rust reference to
+        // these bytes is alive while they change; `data` cannot be a slice
+        // lent from this mapping, as lending holds the shared lock that this
+        // copy waits for. Other processes are outside the Rust abstract
+        // machine (see `with_bytes`).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(HEADER + offset), data.len()) }
     }
 
     /// Lends `len` bytes at `offset` of the region to `f`, without copying.
     ///
-    /// Writes through this mapping in this process wait until `f` returns (so
-    /// `f` must not write through it itself: it would wait for itself).
-    /// Parties this lock cannot see — other processes, or another mapping of
-    /// the same memfd — may write the bytes while `f` looks at them, as with
-    /// any `MAP_SHARED` memory: `f` may then see some bytes old and some new
-    /// (every bit pattern is a valid `u8`).
+    /// Every write of this process to the region waits until `f` returns —
+    /// the process maps the region once, so every attachment shares this
+    /// mapping and its lock — hence `f` must not write the region itself
+    /// (through any transport of this process): it would wait for itself.
+    ///
+    /// Parties this lock cannot see — other processes, and the memory side's
+    /// hole punch once `free`'s grace period has run out — may change the
+    /// bytes while `f` looks at them, as with any `MAP_SHARED` memory: `f`
+    /// may then see some bytes old and some new (or zeros). The revocation
+    /// protocol (the control page's state word), not this lock, governs
+    /// other processes that follow it.
     ///
     /// # Panics
     ///
@@ -217,10 +274,17 @@ impl SharedMap {
         // SAFETY: the range lies in the mapping (checked just above), which
         // `self` keeps alive for the whole borrow, over a file sealed at least
         // that long (checked in `open`), so it stays readable; the slice does
-        // not outlive this call; this process's writes through this mapping
-        // wait for the shared lock held for the same span. Writers outside
-        // this process are outside the Rust abstract machine and can only
-        // change the values of plain bytes, which every bit pattern is.
+        // not outlive this call; this process maps the region's bytes only
+        // through this mapping (`MAPPINGS`) and never lends them mutably, so
+        // every write of this process to them (`write`) waits for the shared
+        // lock held for the slice's whole life: nothing in this process
+        // mutates them while the `&[u8]` lives. Caveat: other processes (and
+        // the kernel punching the region after `free`'s grace period) are
+        // outside the Rust abstract machine and outside this lock; they can
+        // change the bytes underneath, which Rust's model does not describe
+        // — as with every `MAP_SHARED` mapping, we rely on the bytes being
+        // plain `u8`s (every bit pattern valid) and on the revocation
+        // protocol to keep processes that follow it out after `free`.
         let bytes = unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(HEADER + offset), len) };
         f(bytes)
     }

@@ -166,7 +166,7 @@ impl ShmMemory {
         memfd.add_seals(&[FileSeal::SealShrink, FileSeal::SealGrow]).map_err(sys)?;
         memfd.add_seal(FileSeal::SealSeal).map_err(sys)?;
         let file = memfd.into_file();
-        let control = SharedMap::open(&file, 0)?;
+        let control = SharedMap::control_page(&file)?;
         control.init(bytes);
         Ok((file, control))
     }

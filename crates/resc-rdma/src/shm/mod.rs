@@ -9,7 +9,9 @@
 //!   Unix domain socket (one thread per connection). Its requests are
 //!   allocate, free, attach and stats, in the frame format of [`control`];
 //!   allocate and attach check the key and pass the region's memfd with
-//!   `SCM_RIGHTS`. [`ShmMemoryClient`] is the other end, and is itself a
+//!   `SCM_RIGHTS`. An allocation belongs to its connection until the client
+//!   confirms it has the answer: a region whose answer cannot be sent, or
+//!   whose connection closes unconfirmed, is freed (nobody holds its key). [`ShmMemoryClient`] is the other end, and is itself a
 //!   [`MemoryPool`].
 //! - [`ShmTransport`] is the compute side's [`Transport`]. For a region on a
 //!   node it knows (in this process, or behind a server's socket) it asks the

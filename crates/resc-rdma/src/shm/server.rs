@@ -120,8 +120,17 @@ fn accept(listener: &UnixListener, shared: &Arc<Shared>) {
         let shared = shared.clone();
         let spawned = std::thread::Builder::new().name("resc-shm-conn".into()).spawn(move || {
             // A broken or malformed connection ends here; the server goes on.
-            let _ = serve(&stream, &shared.memory);
+            let mut unconfirmed = Vec::new();
+            let _ = serve(&stream, &shared.memory, &mut unconfirmed);
             let _ = stream.shutdown(Shutdown::Both);
+            // Regions whose allocation the client never confirmed: it went
+            // away before taking them (or in the middle), so nobody holds
+            // their key. On shutdown regions stay live, these included.
+            if !shared.stopping.load(Ordering::SeqCst) {
+                for region in unconfirmed {
+                    let _ = shared.memory.free(&region);
+                }
+            }
             shared.connections.lock().remove(&id);
         });
         drop(spawned);
@@ -129,7 +138,14 @@ fn accept(listener: &UnixListener, shared: &Arc<Shared>) {
 }
 
 /// Serves one connection until it ends or breaks.
-fn serve(stream: &UnixStream, memory: &ShmMemory) -> io::Result<()> {
+///
+/// A region allocated over the connection belongs to it until the client
+/// confirms the allocation ([`Request::Confirm`], sent once it holds the
+/// answer and the descriptor): if the answer cannot be sent, the region is
+/// freed at once; if the connection ends before the confirmation, the
+/// caller frees the regions left in `unconfirmed`. So a client that vanishes
+/// mid-allocate cannot leak a region nobody has the key of.
+fn serve(stream: &UnixStream, memory: &ShmMemory, unconfirmed: &mut Vec<RemoteRegion>) -> io::Result<()> {
     stream.set_write_timeout(Some(SEND_TIMEOUT))?;
     let mut reader = stream;
     let mut out = Vec::with_capacity(64);
@@ -152,12 +168,27 @@ fn serve(stream: &UnixStream, memory: &ShmMemory) -> io::Result<()> {
         let mut body = [0u8; control::MAX_BODY];
         reader.read_exact(&mut body[..len])?;
         let (response, descriptor) = match control::decode_request(&body[..len]) {
+            Ok(Request::Confirm { region }) => {
+                // Not answered: the client does not wait for it.
+                unconfirmed.retain(|pending| pending.region != region);
+                continue;
+            }
             Ok(request) => handle(memory, request),
             Err(e) => (Response::Malformed(e.to_string()), None),
         };
         out.clear();
         control::encode_response(&mut out, &response);
-        fdpass::send_frame(stream, &out, descriptor.as_ref().map(AsFd::as_fd))?;
+        let sent = fdpass::send_frame(stream, &out, descriptor.as_ref().map(AsFd::as_fd));
+        if let Response::Allocated { region, key, len } = response {
+            let region = RemoteRegion { node: memory.node(), region, key, len };
+            if let Err(e) = sent {
+                // The client will never learn the key: free it now.
+                let _ = memory.free(&region);
+                return Err(e);
+            }
+            unconfirmed.push(region);
+        }
+        sent?;
     }
 }
 
@@ -193,6 +224,8 @@ fn handle(memory: &ShmMemory, request: Request) -> (Response, Option<RegionDescr
         Request::Stats => {
             (Response::Stats { capacity: memory.capacity_bytes(), allocated: memory.allocated_bytes() }, None)
         }
+        // Handled by `serve`, which knows the connection's allocations.
+        Request::Confirm { .. } => (Response::Malformed("a confirmation out of place".into()), None),
     }
 }
 

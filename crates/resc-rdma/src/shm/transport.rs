@@ -27,7 +27,9 @@ enum Route {
 struct Attachment {
     key: AccessKey,
     len: u64,
-    map: SharedMap,
+    /// This process's one mapping of the region, shared with every other
+    /// attachment of it in the process (see [`SharedMap::shared`]).
+    map: Arc<SharedMap>,
 }
 
 impl Attachment {
@@ -39,7 +41,7 @@ impl Attachment {
             |why: String| TransportError::Disconnected(format!("{node} passed an unusable descriptor: {why}"));
         let len = descriptor.len();
         let data_len = usize::try_from(len).map_err(|_| refused(format!("{len} bytes exceed the address space")))?;
-        let map = SharedMap::open(descriptor.file(), data_len).map_err(|e| refused(e.to_string()))?;
+        let map = SharedMap::shared(descriptor.file(), data_len).map_err(|e| refused(e.to_string()))?;
         if !map.describes(len) {
             return Err(refused("its control page does not describe the region".into()));
         }
@@ -55,8 +57,9 @@ fn target(op: &RemoteOp<'_>) -> (RemoteRegion, u64, usize) {
     }
 }
 
-/// A [`Transport`] over shared memory on one host: a region is mapped once
-/// per transport (the memory side checks its key then) and every operation
+/// A [`Transport`] over shared memory on one host: a region is attached once
+/// per transport (the memory side checks its key then), mapped once per
+/// process (attachments share the mapping), and every operation
 /// after that is a bounds-checked copy on the mapping. See the [module
 /// documentation](super) for the revocation protocol that makes a freed
 /// region fail with `UnknownRegion`.
@@ -139,10 +142,13 @@ impl ShmTransport {
     /// the region cannot be revoked while `f` runs (`free` waits for it, up
     /// to the node's grace period).
     ///
-    /// The bytes are shared memory: writers in other processes (or other
-    /// transports) may change them while `f` looks, as with any shared
-    /// mapping; writes through *this* transport to the region wait until
-    /// `f` returns, so `f` must not write the region through it.
+    /// A process maps a region once, whatever attaches it (this transport
+    /// or another, before or after a [`detach`](Self::detach) or an
+    /// [`adopt`](Self::adopt)), so every write of this process to the region
+    /// waits until `f` returns; `f` must therefore not write the region
+    /// itself (through any transport). The bytes are still shared memory:
+    /// writers in *other processes* may change them while `f` looks, as with
+    /// any shared mapping.
     pub fn with_bytes<T>(
         &self,
         region: &RemoteRegion,

@@ -7,8 +7,9 @@ use resc_core::ids::{AccessKey, Endpoint, NodeId, RegionId};
 use resc_core::pool::{MemoryPool, PoolError};
 use resc_core::transport::{BatchError, Message, RemoteOp, RemoteRegion, Transport, TransportError};
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ const READ_BUFFER: usize = 16 * 1024;
 /// How long a response, or sending a request, may take before the
 /// connection counts as lost.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Socket receive buffer the client asks for (the kernel caps it at `rmem_max`).
+const RECEIVE_BUFFER: usize = 4 << 20;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest piece of one operation on the wire: longer reads and writes are
@@ -50,6 +53,8 @@ impl Connection {
     fn open(addr: std::net::SocketAddr) -> io::Result<Connection> {
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
         stream.set_nodelay(true)?;
+        // Room for a whole large answer, so that it arrives in few wake-ups.
+        let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &RECEIVE_BUFFER);
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(Connection {
@@ -85,6 +90,29 @@ impl Connection {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "a response out of order"));
         }
         Ok(head)
+    }
+
+    /// Reads a response's bytes into `buf`: what the reader buffered, then
+    /// the rest straight from the socket, asking the kernel to wake us only
+    /// when all of it has arrived (MSG_WAITALL) rather than per segment.
+    fn read_bytes(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let buffered = self.reader.buffer().len().min(buf.len());
+        buf[..buffered].copy_from_slice(&self.reader.buffer()[..buffered]);
+        self.reader.consume(buffered);
+        let mut at = buffered;
+        while at < buf.len() {
+            match nix::sys::socket::recv(
+                self.reader.get_ref().as_raw_fd(),
+                &mut buf[at..],
+                nix::sys::socket::MsgFlags::MSG_WAITALL,
+            ) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => at += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     fn skip(&mut self, n: u32) -> io::Result<()> {
@@ -180,7 +208,7 @@ impl Connection {
             let op = &mut ops[chunk.op];
             match (head.status, op) {
                 (Status::Ok, RemoteOp::Read { buf, .. }) if head.tail as usize == chunk.range.len() => {
-                    self.reader.read_exact(&mut buf[chunk.range]).map_err(lost(index))?;
+                    self.read_bytes(&mut buf[chunk.range]).map_err(lost(index))?;
                 }
                 (Status::Ok, RemoteOp::Write { .. }) => self.skip(head.tail).map_err(lost(index))?,
                 (status, op) => {

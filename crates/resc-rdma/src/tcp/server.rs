@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Socket send buffer the server asks for (the kernel caps it at `wmem_max`).
+const SEND_BUFFER: usize = 4 << 20;
 /// How long a frame may take to arrive once begun, and an answer to leave.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Buffer size of each connection's writer: answers to a batch leave together.
@@ -130,6 +132,9 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
         }
         let Ok(stream) = stream else { continue };
         let _ = stream.set_nodelay(true);
+        // Room for a whole large answer in the socket: the server hands it
+        // to the kernel at once instead of waking once per 16 KiB drained.
+        let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         if let Ok(clone) = stream.try_clone() {
             shared.connections.lock().insert(id, clone);
