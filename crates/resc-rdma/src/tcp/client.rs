@@ -39,6 +39,9 @@ struct Connection {
     next_id: u64,
     /// Set on any I/O error: the stream may be mid-frame, so it is never used again.
     broken: bool,
+    /// The wire requests of the window in flight; reused, so that a batch
+    /// allocates nothing once the connection is warm.
+    chunks: Vec<Chunk>,
 }
 
 /// One wire request of a window: a chunk of operation `op`.
@@ -63,6 +66,7 @@ impl Connection {
             head: Vec::with_capacity(64),
             next_id: 1,
             broken: false,
+            chunks: Vec::new(),
         })
     }
 
@@ -152,7 +156,8 @@ impl Connection {
     fn window(&mut self, node: NodeId, ops: &mut [RemoteOp<'_>], first: usize) -> Result<(), BatchError> {
         let lost =
             |index: usize| move |e: io::Error| BatchError { index, error: TransportError::Disconnected(e.to_string()) };
-        let mut chunks: Vec<Chunk> = Vec::with_capacity(ops.len());
+        let mut chunks = std::mem::take(&mut self.chunks);
+        chunks.clear();
         let sent = (|| -> io::Result<()> {
             let count: usize = ops.iter().map(|op| op_len(op).div_ceil(CHUNK).max(1)).sum();
             let batched = count > 1;
@@ -200,7 +205,21 @@ impl Connection {
             }
             Ok(())
         })();
-        sent.map_err(lost(first))?;
+        let result = sent.map_err(lost(first)).and_then(|()| self.answers(node, ops, first, &chunks));
+        self.chunks = chunks;
+        result
+    }
+
+    /// Reads the answers to a window's chunks, in order.
+    fn answers(
+        &mut self,
+        node: NodeId,
+        ops: &mut [RemoteOp<'_>],
+        first: usize,
+        chunks: &[Chunk],
+    ) -> Result<(), BatchError> {
+        let lost =
+            |index: usize| move |e: io::Error| BatchError { index, error: TransportError::Disconnected(e.to_string()) };
         let mut failure = None;
         for chunk in chunks {
             let index = first + chunk.op;
@@ -208,7 +227,7 @@ impl Connection {
             let op = &mut ops[chunk.op];
             match (head.status, op) {
                 (Status::Ok, RemoteOp::Read { buf, .. }) if head.tail as usize == chunk.range.len() => {
-                    self.read_bytes(&mut buf[chunk.range]).map_err(lost(index))?;
+                    self.read_bytes(&mut buf[chunk.range.clone()]).map_err(lost(index))?;
                 }
                 (Status::Ok, RemoteOp::Write { .. }) => self.skip(head.tail).map_err(lost(index))?,
                 (status, op) => {
