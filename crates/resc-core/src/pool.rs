@@ -77,3 +77,27 @@ pub trait MemoryPool: Send + Sync {
     /// Bytes held by live regions.
     fn allocated_bytes(&self) -> u64;
 }
+
+/// A shared controller is a controller: lets `Arc<InProcessMemory>` (or any
+/// `Arc<T: MemoryPool>`) stand where a `MemoryPool` is wanted.
+impl<T: MemoryPool + ?Sized> MemoryPool for std::sync::Arc<T> {
+    fn node(&self) -> NodeId {
+        (**self).node()
+    }
+
+    fn allocate(&self, bytes: u64) -> Result<RemoteRegion, PoolError> {
+        (**self).allocate(bytes)
+    }
+
+    fn free(&self, region: &RemoteRegion) -> Result<(), PoolError> {
+        (**self).free(region)
+    }
+
+    fn capacity_bytes(&self) -> u64 {
+        (**self).capacity_bytes()
+    }
+
+    fn allocated_bytes(&self) -> u64 {
+        (**self).allocated_bytes()
+    }
+}

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use resc_core::ids::NodeId;
 use resc_core::inproc::{InProcessFabric, InProcessMemory};
 use resc_core::pool::MemoryPool;
-use resc_core::transport::{RemoteOp, RemoteRegion, Transport};
+use resc_core::transport::{RemoteOp, Transport};
 use resc_rdma::shm::{ShmMemory, ShmTransport};
 use resc_rdma::tcp::{Directory, TcpMemoryPool, TcpNodeServer, TcpTransport};
 use serde::Serialize;
@@ -113,7 +113,7 @@ fn in_process() -> Subject {
     let memory = Arc::new(InProcessMemory::new(NodeId(1), 2 * REGION));
     let fabric = InProcessFabric::new();
     fabric.attach(memory.clone());
-    Subject { name: "in-process", pool: Box::new(ArcPool(memory)), transport: Box::new(fabric), _servers: vec![] }
+    Subject { name: "in-process", pool: Box::new(memory), transport: Box::new(fabric), _servers: vec![] }
 }
 
 fn tcp() -> Result<Subject, BenchError> {
@@ -134,49 +134,7 @@ fn shm() -> Subject {
     let memory = Arc::new(ShmMemory::new(NodeId(1), 2 * REGION));
     let transport = ShmTransport::new();
     transport.add_local_node(memory.clone());
-    Subject { name: "shm", pool: Box::new(ArcShmPool(memory)), transport: Box::new(transport), _servers: vec![] }
-}
-
-/// `Arc<ShmMemory>` as a boxed pool.
-struct ArcShmPool(Arc<ShmMemory>);
-
-impl MemoryPool for ArcShmPool {
-    fn node(&self) -> NodeId {
-        self.0.node()
-    }
-    fn allocate(&self, bytes: u64) -> Result<RemoteRegion, resc_core::pool::PoolError> {
-        self.0.allocate(bytes)
-    }
-    fn free(&self, region: &RemoteRegion) -> Result<(), resc_core::pool::PoolError> {
-        self.0.free(region)
-    }
-    fn capacity_bytes(&self) -> u64 {
-        self.0.capacity_bytes()
-    }
-    fn allocated_bytes(&self) -> u64 {
-        self.0.allocated_bytes()
-    }
-}
-
-/// `Arc<InProcessMemory>` as a boxed pool.
-struct ArcPool(Arc<InProcessMemory>);
-
-impl MemoryPool for ArcPool {
-    fn node(&self) -> NodeId {
-        self.0.node()
-    }
-    fn allocate(&self, bytes: u64) -> Result<RemoteRegion, resc_core::pool::PoolError> {
-        self.0.allocate(bytes)
-    }
-    fn free(&self, region: &RemoteRegion) -> Result<(), resc_core::pool::PoolError> {
-        self.0.free(region)
-    }
-    fn capacity_bytes(&self) -> u64 {
-        self.0.capacity_bytes()
-    }
-    fn allocated_bytes(&self) -> u64 {
-        self.0.allocated_bytes()
-    }
+    Subject { name: "shm", pool: Box::new(memory), transport: Box::new(transport), _servers: vec![] }
 }
 
 /// Offsets of the `i`-th operation: in order, or drawn at random.
