@@ -300,3 +300,28 @@ fn deploying_a_graph_with_an_unregistered_code_piece_fails() {
     let error = platform.deploy(template::parse(GREEDY).expect("template")).expect_err("nothing registered");
     assert!(error.to_string().contains("greedy.fill"), "{error}");
 }
+
+#[test]
+fn over_tcp_each_instance_connects_to_its_memory_while_its_code_loads() {
+    use resc::reference::embedded::DataPath;
+    let mut registry = CodeRegistry::new();
+    apps::lr::register(&mut registry);
+    let platform = EmbeddedPlatform::new(PlatformConfig { data_path: DataPath::Tcp, ..small_config() }, registry)
+        .expect("platform with TCP memory nodes");
+    let deployment = platform.deploy(template::parse(LR_TEMPLATE).expect("lr template")).expect("deploy");
+    let job = lr_job(2_000_000);
+    let over_tcp = platform.invoke(&deployment, &job).expect("run over TCP");
+    let baseline = platform.invoke_aggregated(&deployment, &job, 128 * MIB).expect("baseline");
+    assert_eq!(over_tcp.outputs, baseline.outputs, "the data path does not change the result");
+    // `load` creates the training set; every later component finds memory placed and connects to it.
+    let traces: std::collections::HashMap<&str, _> =
+        over_tcp.startup.iter().map(|t| (t.component.as_str(), t)).collect();
+    assert!(traces["load"].connect_us.is_none());
+    for later in ["split", "train", "validate"] {
+        let trace = traces[later];
+        let (begin, end) = trace.connect_us.expect("connections set up from the placement");
+        assert!(trace.connections >= 1 && begin <= end, "{trace:?}");
+    }
+    assert!(over_tcp.cache.bytes_read > 0, "reads went over the transport");
+    assert_eq!(platform.memory_in_use_bytes(), 0);
+}

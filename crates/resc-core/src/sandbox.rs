@@ -114,6 +114,9 @@ pub struct ComputeUsage {
     pub cpu: Duration,
     /// Wall time from the piece's start to its end.
     pub wall: Duration,
+    /// From `start` to the piece's first instruction: the environment and
+    /// code getting ready (for a thread sandbox, the thread's start).
+    pub load: Duration,
 }
 
 /// How a run ended.

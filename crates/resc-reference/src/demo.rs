@@ -4,7 +4,9 @@
 use crate::apps::chain::ChainJob;
 use crate::apps::lr::{LrJob, LrResult};
 use crate::apps::{self, CHAIN_TEMPLATE, LR_TEMPLATE};
-use crate::embedded::{Deployment, EmbeddedPlatform, InvocationReport, PlatformConfig, PlatformError};
+use crate::embedded::{
+    DataPath, Deployment, EmbeddedPlatform, InvocationReport, PlatformConfig, PlatformError, StartupTrace,
+};
 use crate::metering::{ComponentUsage, Consumption, TimelinePoint, Usage};
 use resc_core::memory::{CacheConfig, CacheStats};
 use resc_core::resources::{format_bytes, MIB};
@@ -51,6 +53,8 @@ pub struct LrOptions {
     pub cache: CacheConfig,
     /// Training epochs.
     pub epochs: u32,
+    /// How compute instances reach memory components.
+    pub data_path: DataPath,
 }
 
 impl Default for LrOptions {
@@ -66,6 +70,7 @@ impl Default for LrOptions {
             memory_classes: (MIB, 64 * MIB),
             cache: CacheConfig { capacity_bytes: MIB, line_bytes: 4096 },
             epochs: 100,
+            data_path: DataPath::InProcess,
         }
     }
 }
@@ -94,10 +99,12 @@ pub struct RunFigures {
     pub timeline: Vec<TimelinePoint>,
     /// The compute instances' local caches, summed: hits, misses, bytes moved.
     pub cache: CacheStats,
+    /// How each compute instance started: code loading and connection set-up.
+    pub startup: Vec<StartupTrace>,
 }
 
 impl RunFigures {
-    fn of(usage: &Usage, cache: CacheStats) -> Self {
+    fn of(usage: &Usage, cache: CacheStats, startup: Vec<StartupTrace>) -> Self {
         let total = usage.total();
         RunFigures {
             wall_s: usage.wall_s,
@@ -110,6 +117,7 @@ impl RunFigures {
             components: usage.components.clone(),
             timeline: usage.timeline.clone(),
             cache,
+            startup,
         }
     }
 }
@@ -211,7 +219,12 @@ pub fn run_lr(options: &LrOptions, progress: &mut dyn FnMut(Progress)) -> Result
     }
     let classes = SizeClasses::powers_of_two(options.memory_classes.0, options.memory_classes.1, options.slot_bytes)
         .map_err(|e| DemoError::Options(e.to_string()))?;
-    let config = PlatformConfig { size_classes: classes.clone(), cache: options.cache, ..PlatformConfig::default() };
+    let config = PlatformConfig {
+        size_classes: classes.clone(),
+        cache: options.cache,
+        data_path: options.data_path,
+        ..PlatformConfig::default()
+    };
     let platform = EmbeddedPlatform::new(config, lr_registry())?;
     let deployment = platform.deploy(template::parse(LR_TEMPLATE)?)?;
     let jobs: Vec<Vec<u8>> = options
@@ -267,8 +280,8 @@ pub fn run_lr(options: &LrOptions, progress: &mut dyn FnMut(Progress)) -> Result
         let (baseline, baseline_walls) = median_by_wall(baseline);
         let own_peak = baseline.usage.compute_peak_bytes();
         let baseline_usage = baseline.usage.with_compute_slot(function_bytes);
-        let resc_figures = RunFigures::of(&resc.usage, resc.cache);
-        let baseline_figures = RunFigures::of(&baseline_usage, baseline.cache);
+        let resc_figures = RunFigures::of(&resc.usage, resc.cache, resc.startup.clone());
+        let baseline_figures = RunFigures::of(&baseline_usage, baseline.cache, Vec::new());
         resc_peak = resc_peak.max(resc_figures.compute_peak_bytes);
         within_slot &= resc.usage.components.iter().all(|c| !c.over_slot);
         let saving_against = |bytes: u64| {
@@ -363,6 +376,21 @@ pub fn lr_table(report: &LrReport) -> String {
             run.overhead * 100.0,
             run.walls_s.0.len()
         );
+        for trace in run.resc.startup.iter().filter(|t| t.connect_us.is_some()) {
+            if let Some((from, to)) = trace.connect_us {
+                let _ = writeln!(
+                    out,
+                    "  start of {}#{}: code ready at {:.0} µs; {} connection(s) set up from {:.0} to {:.0} µs{}",
+                    trace.component,
+                    trace.instance,
+                    trace.code_ready_us,
+                    trace.connections,
+                    from,
+                    to,
+                    if trace.overlapped() { ", overlapping the code's start" } else { "" }
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "            without the {} size step the saving is {:.1} %; against a function sized exactly for this input alone, {:.1} %",

@@ -118,9 +118,19 @@ struct LrArgs {
     /// Where to write the memory-over-time chart.
     #[arg(long, default_value = "out/lr-memory.svg")]
     svg: PathBuf,
+    /// How compute instances reach memory: `in-process` or `tcp` (loopback,
+    /// connections set up while each piece's code loads).
+    #[arg(long, value_enum, default_value_t = DataPathArg::InProcess)]
+    data_path: DataPathArg,
     /// Print all figures as one JSON object instead of tables.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DataPathArg {
+    InProcess,
+    Tcp,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +169,10 @@ fn demo_lr(args: LrArgs) -> Result<(), String> {
         memory_classes: (args.min_class_mib * MIB, args.max_class_mib * MIB),
         cache: CacheConfig { capacity_bytes: args.cache_kib * KIB, line_bytes: 4 * KIB },
         epochs: args.epochs,
+        data_path: match args.data_path {
+            DataPathArg::InProcess => resc_reference::embedded::DataPath::InProcess,
+            DataPathArg::Tcp => resc_reference::embedded::DataPath::Tcp,
+        },
     };
     let (bar, mut on_progress) = progress_bar();
     let report = demo::run_lr(&options, &mut on_progress).map_err(|e| e.to_string());

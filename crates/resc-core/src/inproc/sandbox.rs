@@ -52,10 +52,12 @@ impl Sandbox for ThreadSandbox {
         if let Some(bytes) = self.stack_bytes {
             builder = builder.stack_size(bytes);
         }
+        let requested = Instant::now();
         builder
             .spawn(move || {
                 let SandboxJob { label, piece, mut context, account } = job;
                 let started = Instant::now();
+                let load = started.duration_since(requested);
                 let cpu_start = cpu_time::ThreadTime::try_now().ok();
                 let output = {
                     if let Some(account) = &account {
@@ -66,7 +68,7 @@ impl Sandbox for ThreadSandbox {
                         .unwrap_or_else(|payload| Err(CodeError::Panicked(panic_message(payload.as_ref()))))
                 };
                 let cpu = cpu_start.and_then(|t| t.try_elapsed().ok()).unwrap_or_default();
-                let usage = ComputeUsage { cpu, wall: started.elapsed() };
+                let usage = ComputeUsage { cpu, wall: started.elapsed(), load };
                 done(SandboxOutcome { label, output, usage, context });
             })
             .map(|_| ())

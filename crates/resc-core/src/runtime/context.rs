@@ -19,6 +19,9 @@ pub struct Context {
     instance: u32,
     inputs: Vec<Vec<u8>>,
     cache: Option<Arc<Mutex<CacheHost>>>,
+    /// The data path to memory components: the bindings' unless replaced
+    /// with [`with_transport`](Context::with_transport).
+    transport: Arc<dyn crate::transport::Transport>,
     stash: Stash,
     recv_timeout: Arc<Mutex<Duration>>,
 }
@@ -41,6 +44,7 @@ impl Context {
     /// the instances that triggered it (or the invocation's input) as inputs.
     pub fn new(bindings: Arc<Bindings>, component: ComputeId, instance: u32, inputs: Vec<Vec<u8>>) -> Self {
         Context {
+            transport: bindings.transport().clone(),
             bindings,
             component,
             instance,
@@ -51,6 +55,14 @@ impl Context {
             stash: Stash::default(),
             recv_timeout: Arc::new(Mutex::new(DEFAULT_RECV_TIMEOUT)),
         }
+    }
+
+    /// Uses `transport` to reach memory components: a data path of this
+    /// instance's own (its own connections, set up while its code loads).
+    /// Messages still go through the bindings' transport.
+    pub fn with_transport(mut self, transport: Arc<dyn crate::transport::Transport>) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// The compute component this instance belongs to.
@@ -102,7 +114,7 @@ impl Context {
         let kind = match target {
             ComponentRef::Memory(id) => match self.bindings.memory(id) {
                 Some(MemoryHandle::Remote(memory)) => {
-                    let transport = self.bindings.transport().clone();
+                    let transport = self.transport.clone();
                     // Bindings with remote memory always configure a cache.
                     let config = self.bindings.cache_config().unwrap_or_default();
                     let cache = self

@@ -14,7 +14,7 @@ use resc_core::ids::{ComputeId, Endpoint, InvocationId, NodeId};
 use resc_core::inproc::{InMemoryTriggerLog, InProcessFabric, InProcessMemory, ThreadSandbox};
 use resc_core::memory::{CacheConfig, CacheStats};
 use resc_core::resources::{Resources, GIB};
-use resc_core::runtime::{Bindings, CodeError, Context};
+use resc_core::runtime::{Bindings, CodeError, Context, MemoryHandle};
 use resc_core::sandbox::{CodeRegistry, Sandbox, SandboxError, SandboxJob, SandboxOutcome};
 use resc_core::scheduler::{
     ClusterSpec, Placement, PlacementRequest, Pool, PoolAwareScheduler, ScheduleError, Scheduler,
@@ -22,6 +22,7 @@ use resc_core::scheduler::{
 use resc_core::size_class::SizeClasses;
 use resc_core::transport::Transport;
 use resc_core::trigger_log::{LogError, TriggerLog, TriggerRecord, TriggerSource};
+use resc_rdma::tcp::{Directory, TcpNodeServer, TcpTransport};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +47,22 @@ pub struct PlatformConfig {
     pub sample_interval: Duration,
     /// Seed of the scheduler's random choices.
     pub seed: u64,
+    /// How compute instances reach memory components.
+    pub data_path: DataPath,
+}
+
+/// How compute instances reach memory components.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPath {
+    /// Direct calls into the memory nodes of this process.
+    #[default]
+    InProcess,
+    /// TCP on loopback: each memory node serves its regions from a
+    /// [`TcpNodeServer`]; each compute
+    /// instance has its own connections, set up from the placement answer
+    /// while its code loads.
+    Tcp,
 }
 
 impl Default for PlatformConfig {
@@ -65,6 +82,7 @@ impl Default for PlatformConfig {
             cache: CacheConfig::default(),
             sample_interval: Duration::from_millis(1),
             seed: 0x5eed,
+            data_path: DataPath::InProcess,
         }
     }
 }
@@ -165,6 +183,33 @@ pub struct InvocationReport {
     pub usage: Usage,
     /// The local caches' counters, summed over compute instances.
     pub cache: CacheStats,
+    /// How each compute instance got going: its code loading and, with a
+    /// network data path, its connections being set up meanwhile.
+    pub startup: Vec<StartupTrace>,
+}
+
+/// One compute instance's start, in µs from the moment it was placed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StartupTrace {
+    /// The component.
+    pub component: String,
+    /// The instance.
+    pub instance: u32,
+    /// When its code began to run (the sandbox and code being ready).
+    pub code_ready_us: f64,
+    /// When connection set-up began and ended, if any was needed: the nodes
+    /// holding the memory components it accesses, from the placement.
+    pub connect_us: Option<(f64, f64)>,
+    /// Connections set up.
+    pub connections: usize,
+}
+
+impl StartupTrace {
+    /// Whether setting up connections overlapped loading the code: it began
+    /// before the code was ready.
+    pub fn overlapped(&self) -> bool {
+        self.connect_us.is_some_and(|(start, _)| start < self.code_ready_us)
+    }
 }
 
 /// The in-process reference platform.
@@ -177,6 +222,8 @@ pub struct EmbeddedPlatform {
     sandbox: Arc<dyn Sandbox>,
     log: Arc<dyn TriggerLog>,
     next_invocation: AtomicU64,
+    /// With [`DataPath::Tcp`]: where memory nodes listen, and their servers.
+    tcp: Option<(Arc<Directory>, Vec<Arc<TcpNodeServer>>)>,
 }
 
 impl std::fmt::Debug for EmbeddedPlatform {
@@ -189,6 +236,8 @@ impl std::fmt::Debug for EmbeddedPlatform {
 struct Running {
     placement: Placement,
     ticket: ComputeTicket,
+    /// Its connection set-up, (start, end, connections), once done.
+    connecting: Option<std::thread::JoinHandle<(Duration, Duration, usize)>>,
 }
 
 type Completion = (ComputeId, u32, SandboxOutcome);
@@ -227,6 +276,20 @@ impl EmbeddedPlatform {
         if memory.is_empty() {
             return Err(PlatformError::Config("no node serves the memory pool".into()));
         }
+        let tcp = match config.data_path {
+            DataPath::InProcess => None,
+            DataPath::Tcp => {
+                let directory = Arc::new(Directory::new());
+                let mut servers = Vec::new();
+                for (node, controller) in &memory {
+                    let server = TcpNodeServer::bind("127.0.0.1:0", *node, Some(controller.clone()))
+                        .map_err(|e| PlatformError::Config(format!("cannot serve {node} on loopback: {e}")))?;
+                    directory.add_node(*node, server.local_addr());
+                    servers.push(server);
+                }
+                Some((directory, servers))
+            }
+        };
         Ok(EmbeddedPlatform {
             scheduler: Arc::new(Mutex::new(Box::new(PoolAwareScheduler::new(&cluster, config.seed)))),
             config,
@@ -236,6 +299,7 @@ impl EmbeddedPlatform {
             sandbox: Arc::new(ThreadSandbox::new()),
             log: Arc::new(InMemoryTriggerLog::new()),
             next_invocation: AtomicU64::new(1),
+            tcp,
         })
     }
 
@@ -334,6 +398,7 @@ impl EmbeddedPlatform {
             compute_wall: Duration::ZERO,
             triggers: 0,
             cache: CacheStats::default(),
+            startup: Vec::new(),
         };
         let result = self.open_endpoints(&graph, invocation, &mut endpoints).and_then(|()| run.execute(input));
         let wall = self.tear_down(&bindings, &endpoints, started, sampler);
@@ -347,6 +412,7 @@ impl EmbeddedPlatform {
             triggers: run.triggers,
             usage: meter.finish(wall),
             cache: run.cache,
+            startup: run.startup,
         })
     }
 
@@ -404,6 +470,7 @@ impl EmbeddedPlatform {
             triggers: 0,
             usage: meter.finish(wall),
             cache: CacheStats::default(),
+            startup: Vec::new(),
         })
     }
 
@@ -616,6 +683,7 @@ struct Invocation<'p> {
     compute_wall: Duration,
     triggers: usize,
     cache: CacheStats,
+    startup: Vec<StartupTrace>,
 }
 
 impl Invocation<'_> {
@@ -711,12 +779,28 @@ impl Invocation<'_> {
             }
         };
         let ticket = self.meter.compute_started(&spec.name, slot, spec.millicores, account.clone());
-        let job = SandboxJob {
-            label: format!("{}#{instance}", spec.name),
-            piece,
-            context: Context::new(self.bindings.clone(), component, instance, inputs),
-            account: Some(account),
-        };
+        let placed = Instant::now();
+        let mut context = Context::new(self.bindings.clone(), component, instance, inputs);
+        let mut connecting = None;
+        if let Some((directory, _)) = &self.platform.tcp {
+            // The placement answer says where this instance's memory lives:
+            // connect to those nodes now, while the sandbox loads the code.
+            let transport = Arc::new(TcpTransport::new(directory.clone()));
+            let peers = self.memory_nodes(component);
+            let connector = transport.clone();
+            connecting = (!peers.is_empty()).then(std::thread::Builder::new).and_then(|builder| {
+                builder
+                    .name("resc-connect".into())
+                    .spawn(move || {
+                        let begin = placed.elapsed();
+                        let connected = peers.iter().filter(|&&node| connector.preconnect(node).is_ok()).count();
+                        (begin, placed.elapsed(), connected)
+                    })
+                    .ok()
+            });
+            context = context.with_transport(transport);
+        }
+        let job = SandboxJob { label: format!("{}#{instance}", spec.name), piece, context, account: Some(account) };
         let tx = self.channel.0.clone();
         let started = self.platform.sandbox.start(
             job,
@@ -726,7 +810,7 @@ impl Invocation<'_> {
         );
         match started {
             Ok(()) => {
-                self.running.insert((component, instance), Running { placement, ticket });
+                self.running.insert((component, instance), Running { placement, ticket, connecting });
                 Ok(())
             }
             Err(e) => {
@@ -737,10 +821,37 @@ impl Invocation<'_> {
         }
     }
 
+    /// The nodes holding physical components of the memory components
+    /// `component` accesses, as placed so far.
+    fn memory_nodes(&self, component: ComputeId) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .graph
+            .accesses(component)
+            .iter()
+            .filter_map(|&m| match self.bindings.existing_memory(m) {
+                Some(MemoryHandle::Remote(memory)) => Some(memory.address_map()),
+                _ => None,
+            })
+            .flat_map(|map| map.regions().map(|r| r.node).collect::<Vec<_>>())
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
     fn finish(&mut self, component: ComputeId, instance: u32, outcome: &SandboxOutcome) {
         if let Some(running) = self.running.remove(&(component, instance)) {
             self.platform.scheduler.lock().release(&running.placement);
             self.meter.compute_finished(running.ticket, outcome.usage.cpu);
+            let connected = running.connecting.and_then(|c| c.join().ok());
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            self.startup.push(StartupTrace {
+                component: self.graph.compute(component).name.clone(),
+                instance,
+                code_ready_us: us(outcome.usage.load),
+                connect_us: connected.map(|(begin, end, _)| (us(begin), us(end))),
+                connections: connected.map_or(0, |(_, _, n)| n),
+            });
         }
         self.compute_wall += outcome.usage.wall;
         self.cache.add(&outcome.context.cache_stats());
