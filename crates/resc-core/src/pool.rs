@@ -60,6 +60,53 @@ pub enum PoolError {
     },
 }
 
+/// A memory controller's capacity: reservations that never over-commit it.
+/// Controllers reserve before they map a region and release when they free
+/// it (or when mapping fails), so the accounting lives in one place.
+#[derive(Debug)]
+pub struct CapacityLedger {
+    node: NodeId,
+    capacity: u64,
+    allocated: parking_lot::Mutex<u64>,
+}
+
+impl CapacityLedger {
+    /// `capacity` bytes of `node`, none reserved.
+    pub fn new(node: NodeId, capacity: u64) -> Self {
+        CapacityLedger { node, capacity, allocated: parking_lot::Mutex::new(0) }
+    }
+
+    /// Reserves `bytes`, or says why not: a zero length, or not enough free.
+    pub fn reserve(&self, bytes: u64) -> Result<(), PoolError> {
+        if bytes == 0 {
+            return Err(PoolError::ZeroLength);
+        }
+        let mut allocated = self.allocated.lock();
+        let free = self.capacity - *allocated;
+        if bytes > free {
+            return Err(PoolError::OutOfMemory { node: self.node, requested: bytes, free });
+        }
+        *allocated += bytes;
+        Ok(())
+    }
+
+    /// Returns `bytes` reserved before.
+    pub fn release(&self, bytes: u64) {
+        let mut allocated = self.allocated.lock();
+        *allocated = allocated.saturating_sub(bytes);
+    }
+
+    /// Total capacity.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes reserved.
+    pub fn allocated(&self) -> u64 {
+        *self.allocated.lock()
+    }
+}
+
 /// A memory node's controller. See the [module documentation](self) for the contract.
 pub trait MemoryPool: Send + Sync {
     /// The node this controller manages.

@@ -1,10 +1,10 @@
 //! A memory node's controller whose regions are anonymous mappings of this process.
 
 use crate::ids::{AccessKey, NodeId, RegionId};
-use crate::pool::{MemoryPool, PoolError};
+use crate::pool::{CapacityLedger, MemoryPool, PoolError};
 use crate::transport::{RemoteRegion, TransportError};
 use memmap2::MmapMut;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,8 +24,7 @@ struct Region {
 /// checks key and bounds on every operation.
 pub struct InProcessMemory {
     node: NodeId,
-    capacity: u64,
-    allocated: Mutex<u64>,
+    capacity: CapacityLedger,
     regions: RwLock<HashMap<RegionId, Arc<Region>>>,
     next_region: AtomicU64,
 }
@@ -34,8 +33,8 @@ impl std::fmt::Debug for InProcessMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InProcessMemory")
             .field("node", &self.node)
-            .field("capacity", &self.capacity)
-            .field("allocated", &*self.allocated.lock())
+            .field("capacity", &self.capacity.capacity())
+            .field("allocated", &self.capacity.allocated())
             .finish_non_exhaustive()
     }
 }
@@ -45,8 +44,7 @@ impl InProcessMemory {
     pub fn new(node: NodeId, capacity: u64) -> Self {
         InProcessMemory {
             node,
-            capacity,
-            allocated: Mutex::new(0),
+            capacity: CapacityLedger::new(node, capacity),
             regions: RwLock::new(HashMap::new()),
             next_region: AtomicU64::new(1),
         }
@@ -122,19 +120,9 @@ impl MemoryPool for InProcessMemory {
     }
 
     fn allocate(&self, bytes: u64) -> Result<RemoteRegion, PoolError> {
-        if bytes == 0 {
-            return Err(PoolError::ZeroLength);
-        }
-        {
-            let mut allocated = self.allocated.lock();
-            let free = self.capacity - *allocated;
-            if bytes > free {
-                return Err(PoolError::OutOfMemory { node: self.node, requested: bytes, free });
-            }
-            *allocated += bytes;
-        }
+        self.capacity.reserve(bytes)?;
         let release = |reason: String| {
-            *self.allocated.lock() -= bytes;
+            self.capacity.release(bytes);
             PoolError::System { bytes, reason }
         };
         let len = usize::try_from(bytes).map_err(|_| release("larger than the address space".into()))?;
@@ -154,15 +142,15 @@ impl MemoryPool for InProcessMemory {
         }
         let len = region.len;
         regions.remove(&remote.region);
-        *self.allocated.lock() -= len;
+        self.capacity.release(len);
         Ok(())
     }
 
     fn capacity_bytes(&self) -> u64 {
-        self.capacity
+        self.capacity.capacity()
     }
 
     fn allocated_bytes(&self) -> u64 {
-        *self.allocated.lock()
+        self.capacity.allocated()
     }
 }

@@ -3,9 +3,9 @@
 use super::map::{SharedMap, HEADER};
 use memfd::{FileSeal, MemfdOptions};
 use nix::fcntl::{fallocate, FallocateFlags};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use resc_core::ids::{AccessKey, NodeId, RegionId};
-use resc_core::pool::{MemoryPool, PoolError};
+use resc_core::pool::{CapacityLedger, MemoryPool, PoolError};
 use resc_core::transport::{RemoteRegion, TransportError};
 use std::collections::HashMap;
 use std::fs::File;
@@ -86,9 +86,8 @@ impl AsFd for RegionDescriptor {
 /// revocation protocol.
 pub struct ShmMemory {
     node: NodeId,
-    capacity: u64,
+    capacity: CapacityLedger,
     grace: Duration,
-    allocated: Mutex<u64>,
     regions: RwLock<HashMap<RegionId, Arc<Region>>>,
     next_region: AtomicU64,
 }
@@ -97,8 +96,8 @@ impl std::fmt::Debug for ShmMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmMemory")
             .field("node", &self.node)
-            .field("capacity", &self.capacity)
-            .field("allocated", &*self.allocated.lock())
+            .field("capacity", &self.capacity.capacity())
+            .field("allocated", &self.capacity.allocated())
             .field("regions", &self.regions.read().len())
             .finish_non_exhaustive()
     }
@@ -112,9 +111,8 @@ impl ShmMemory {
         let base = std::collections::hash_map::RandomState::new().build_hasher().finish() & 0xffff_ffff;
         ShmMemory {
             node,
-            capacity,
+            capacity: CapacityLedger::new(node, capacity),
             grace: DEFAULT_GRACE,
-            allocated: Mutex::new(0),
             regions: RwLock::new(HashMap::new()),
             next_region: AtomicU64::new((base << 24) | 1),
         }
@@ -198,19 +196,9 @@ impl MemoryPool for ShmMemory {
     }
 
     fn allocate(&self, bytes: u64) -> Result<RemoteRegion, PoolError> {
-        if bytes == 0 {
-            return Err(PoolError::ZeroLength);
-        }
-        {
-            let mut allocated = self.allocated.lock();
-            let free = self.capacity - *allocated;
-            if bytes > free {
-                return Err(PoolError::OutOfMemory { node: self.node, requested: bytes, free });
-            }
-            *allocated += bytes;
-        }
+        self.capacity.reserve(bytes)?;
         let release = |e: io::Error| {
-            *self.allocated.lock() -= bytes;
+            self.capacity.release(bytes);
             PoolError::System { bytes, reason: e.to_string() }
         };
         let (file, control) = Self::create(bytes).map_err(release)?;
@@ -234,16 +222,16 @@ impl MemoryPool for ShmMemory {
         };
         region.control.revoke_and_drain(self.grace);
         Self::punch(&region);
-        *self.allocated.lock() -= region.len;
+        self.capacity.release(region.len);
         Ok(())
     }
 
     fn capacity_bytes(&self) -> u64 {
-        self.capacity
+        self.capacity.capacity()
     }
 
     fn allocated_bytes(&self) -> u64 {
-        *self.allocated.lock()
+        self.capacity.allocated()
     }
 }
 
