@@ -17,7 +17,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 fn small_config() -> PlatformConfig {
     PlatformConfig {
         size_classes: SizeClasses::powers_of_two(MIB, 16 * MIB, 4 * MIB).expect("valid classes"),
-        cache: CacheConfig { capacity_bytes: 256 * KIB, line_bytes: 4 * KIB },
+        cache: CacheConfig::new(256 * KIB, 4 * KIB),
         ..PlatformConfig::default()
     }
 }

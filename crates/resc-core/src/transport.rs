@@ -160,6 +160,15 @@ pub trait Transport: Send + Sync {
         Ok(false)
     }
 
+    /// Whether one-sided reads are plain copies out of memory mapped into
+    /// this process (the in-process and shared-memory transports). The
+    /// runtime fetches ahead only on transports that do not map memory:
+    /// fetching ahead into a buffer and copying out again doubles the copies
+    /// and gains nothing when the read itself is a copy.
+    fn maps_memory(&self) -> bool {
+        false
+    }
+
     /// Opens an endpoint so that it can receive messages.
     fn open_endpoint(&self, endpoint: &Endpoint) -> Result<(), TransportError>;
 

@@ -68,7 +68,7 @@ impl Default for LrOptions {
             repeat: 5,
             slot_bytes: 4 * MIB,
             memory_classes: (MIB, 64 * MIB),
-            cache: CacheConfig { capacity_bytes: MIB, line_bytes: 4096 },
+            cache: CacheConfig::new(MIB, 4096),
             epochs: 100,
             data_path: DataPath::InProcess,
         }

@@ -106,6 +106,9 @@ struct LrArgs {
     /// Local cache per compute instance, KiB.
     #[arg(long, default_value_t = 1024)]
     cache_kib: u64,
+    /// Read-ahead per channel, KiB (0: off).
+    #[arg(long, default_value_t = CacheConfig::DEFAULT_READ_AHEAD / KIB)]
+    read_ahead_kib: u64,
     /// Smallest memory size class, MiB.
     #[arg(long, default_value_t = 1)]
     min_class_mib: u64,
@@ -167,7 +170,7 @@ fn demo_lr(args: LrArgs) -> Result<(), String> {
         repeat: args.repeat,
         slot_bytes: args.slot_mib * MIB,
         memory_classes: (args.min_class_mib * MIB, args.max_class_mib * MIB),
-        cache: CacheConfig { capacity_bytes: args.cache_kib * KIB, line_bytes: 4 * KIB },
+        cache: CacheConfig::new(args.cache_kib * KIB, 4 * KIB).with_read_ahead(args.read_ahead_kib * KIB),
         epochs: args.epochs,
         data_path: match args.data_path {
             DataPathArg::InProcess => resc_reference::embedded::DataPath::InProcess,

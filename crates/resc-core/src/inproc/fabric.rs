@@ -62,6 +62,10 @@ impl Transport for InProcessFabric {
         Ok(())
     }
 
+    fn maps_memory(&self) -> bool {
+        true
+    }
+
     fn lend(
         &self,
         region: &RemoteRegion,

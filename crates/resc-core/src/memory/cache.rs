@@ -13,20 +13,32 @@ use crate::resources::{KIB, MIB};
 use std::collections::HashMap;
 use std::ops::Range;
 
-/// Size of the cache and of its lines.
+/// Size of the cache and of its lines, and how far channels read ahead.
+/// Build one with [`CacheConfig::new`] (fields may be added).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// Total bytes of cached lines.
     pub capacity_bytes: u64,
     /// Bytes per line: a power of two from 64 B; other values are rounded
     /// up to one (see [`CacheConfig::line`]).
     pub line_bytes: u64,
+    /// Most bytes one channel fetches ahead of a sequential run of reads
+    /// (0 turns read-ahead off). Transports that map memory never fetch
+    /// ahead (see [`Transport::maps_memory`](crate::transport::Transport::maps_memory)).
+    /// See [`Channel::read`](crate::runtime::Channel::read).
+    #[serde(default = "default_read_ahead")]
+    pub read_ahead_bytes: u64,
+}
+
+fn default_read_ahead() -> u64 {
+    CacheConfig::DEFAULT_READ_AHEAD
 }
 
 impl Default for CacheConfig {
-    /// The paper's 64 MiB of 4 KiB lines.
+    /// The paper's 64 MiB of 4 KiB lines, with 4 MiB of read-ahead.
     fn default() -> Self {
-        CacheConfig { capacity_bytes: 64 * MIB, line_bytes: 4 * KIB }
+        CacheConfig { capacity_bytes: 64 * MIB, line_bytes: 4 * KIB, read_ahead_bytes: Self::DEFAULT_READ_AHEAD }
     }
 }
 
@@ -36,6 +48,20 @@ const MIN_LINE: u64 = 64;
 const MAX_LINE: u64 = 64 * MIB;
 
 impl CacheConfig {
+    /// Read-ahead per channel unless configured otherwise.
+    pub const DEFAULT_READ_AHEAD: u64 = 4 * MIB;
+
+    /// A cache of `capacity_bytes` in lines of `line_bytes`, with the default read-ahead.
+    pub fn new(capacity_bytes: u64, line_bytes: u64) -> Self {
+        CacheConfig { capacity_bytes, line_bytes, ..CacheConfig::default() }
+    }
+
+    /// The same cache with `bytes` of read-ahead per channel (0: none).
+    pub fn with_read_ahead(mut self, bytes: u64) -> Self {
+        self.read_ahead_bytes = bytes;
+        self
+    }
+
     /// The line size in use: `line_bytes` rounded up to a power of two within 64 B … 64 MiB.
     pub fn line(&self) -> u64 {
         self.line_bytes.clamp(MIN_LINE, MAX_LINE).next_power_of_two()
@@ -70,6 +96,14 @@ pub struct CacheStats {
     pub bytes_written: u64,
     /// Bytes lent without a copy (see `Channel::read_with`).
     pub bytes_lent: u64,
+    /// Bytes fetched ahead of sequential reads (part of `bytes_read`).
+    pub read_ahead_bytes: u64,
+    /// Bytes of reads served from what was fetched ahead; the rest of
+    /// `read_ahead_bytes` was fetched in vain.
+    pub read_ahead_hits: u64,
+    /// Bytes written back on the I/O thread while the code piece went on
+    /// (part of `bytes_written`).
+    pub write_behind_bytes: u64,
 }
 
 impl CacheStats {
@@ -82,6 +116,9 @@ impl CacheStats {
         self.bytes_read += other.bytes_read;
         self.bytes_written += other.bytes_written;
         self.bytes_lent += other.bytes_lent;
+        self.read_ahead_bytes += other.read_ahead_bytes;
+        self.read_ahead_hits += other.read_ahead_hits;
+        self.write_behind_bytes += other.write_behind_bytes;
     }
 }
 
@@ -114,6 +151,8 @@ pub struct LineCache {
     slots: Vec<Slot>,
     hand: usize,
     stats: CacheStats,
+    /// Lines holding buffered writes.
+    dirty_lines: usize,
 }
 
 impl std::fmt::Debug for LineCache {
@@ -129,7 +168,14 @@ impl std::fmt::Debug for LineCache {
 impl LineCache {
     /// An empty cache.
     pub fn new(config: CacheConfig) -> Self {
-        LineCache { config, index: HashMap::new(), slots: Vec::new(), hand: 0, stats: CacheStats::default() }
+        LineCache {
+            config,
+            index: HashMap::new(),
+            slots: Vec::new(),
+            hand: 0,
+            stats: CacheStats::default(),
+            dirty_lines: 0,
+        }
     }
 
     /// Its configuration.
@@ -157,6 +203,20 @@ impl LineCache {
 
     pub(crate) fn count_lent(&mut self, bytes: usize) {
         self.stats.bytes_lent += bytes as u64;
+    }
+
+    pub(crate) fn count_read_ahead(&mut self, fetched: usize, served: usize) {
+        self.stats.read_ahead_bytes += fetched as u64;
+        self.stats.read_ahead_hits += served as u64;
+    }
+
+    pub(crate) fn count_write_behind(&mut self, bytes: usize) {
+        self.stats.write_behind_bytes += bytes as u64;
+    }
+
+    /// Bytes of the lines that hold buffered writes.
+    pub(crate) fn dirty_line_bytes(&self) -> usize {
+        self.dirty_lines * self.line_bytes()
     }
 
     /// The cached line, marking it referenced and counting a hit.
@@ -231,7 +291,10 @@ impl LineCache {
         let Some(&i) = self.index.get(&key) else { return Ok(()) };
         let slot = &mut self.slots[i];
         slot.dirty = match slot.dirty.take() {
-            None => Some(range),
+            None => {
+                self.dirty_lines += 1;
+                Some(range)
+            }
             Some(old) if old.start <= range.end && range.start <= old.end => {
                 Some(old.start.min(range.start)..old.end.max(range.end))
             }
@@ -247,7 +310,9 @@ impl LineCache {
     /// Marks a line clean after its dirty bytes reached memory.
     pub(crate) fn mark_clean(&mut self, key: LineKey) {
         if let Some(&i) = self.index.get(&key) {
-            self.slots[i].dirty = None;
+            if self.slots[i].dirty.take().is_some() {
+                self.dirty_lines -= 1;
+            }
             self.stats.writebacks += 1;
         }
     }
@@ -274,7 +339,9 @@ impl LineCache {
         memory: MemoryId,
         lines: Range<u64>,
     ) -> impl Iterator<Item = (u64, usize, &[u8])> {
-        self.slots.iter().filter(move |s| s.key.0 == memory && lines.contains(&s.key.1)).filter_map(|s| {
+        // Nothing dirty, the common case of a read-only stream: skip the scan.
+        let slots = if self.dirty_lines == 0 { &self.slots[..0] } else { &self.slots[..] };
+        slots.iter().filter(move |s| s.key.0 == memory && lines.contains(&s.key.1)).filter_map(|s| {
             let range = s.dirty.clone()?;
             Some((s.key.1, range.start, &s.data[range]))
         })
@@ -289,7 +356,9 @@ impl LineCache {
 
     fn retire(&mut self, slot: usize) {
         let slot = &mut self.slots[slot];
-        slot.dirty = None;
+        if slot.dirty.take().is_some() {
+            self.dirty_lines -= 1;
+        }
         slot.referenced = false;
         slot.key = RETIRED;
     }
@@ -310,7 +379,7 @@ mod tests {
     use super::*;
 
     fn cache(lines: u64) -> LineCache {
-        LineCache::new(CacheConfig { capacity_bytes: lines * 64, line_bytes: 64 })
+        LineCache::new(CacheConfig::new(lines * 64, 64))
     }
 
     #[test]
@@ -346,8 +415,8 @@ mod tests {
 
     #[test]
     fn lines_are_powers_of_two_from_64_bytes() {
-        assert_eq!(CacheConfig { capacity_bytes: MIB, line_bytes: 0 }.line(), 64);
-        assert_eq!(CacheConfig { capacity_bytes: MIB, line_bytes: 3000 }.line(), 4096);
-        assert_eq!(CacheConfig { capacity_bytes: 0, line_bytes: 4096 }.lines(), 1);
+        assert_eq!(CacheConfig::new(MIB, 0).line(), 64);
+        assert_eq!(CacheConfig::new(MIB, 3000).line(), 4096);
+        assert_eq!(CacheConfig::new(0, 4096).lines(), 1);
     }
 }

@@ -153,6 +153,14 @@ impl Channel {
     /// Reads `buf.len()` bytes at `addr`. Small reads go through the local
     /// cache; reads of a quarter of the cache or more go straight to memory
     /// (and still see this instance's buffered writes).
+    ///
+    /// Once two reads in a row continue each other, the channel fetches the
+    /// bytes that follow on the instance's I/O thread, up to
+    /// [`CacheConfig::read_ahead_bytes`](crate::memory::CacheConfig::read_ahead_bytes)
+    /// in two windows, while the code piece computes; the next reads take
+    /// their bytes from there. Only transports that copy (TCP, RDMA) fetch
+    /// ahead; a write by this instance to the component drops what was
+    /// fetched ahead of it.
     pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ChannelError> {
         match &mut self.kind {
             ChannelKind::Local(m) => m.read(addr, buf).map_err(|e| local_error(&self.name, e, addr, buf.len())),
@@ -220,9 +228,16 @@ impl Channel {
         }
     }
 
-    /// Buffers a write in the local cache; it reaches memory on `sync`, on
-    /// eviction, or when the code piece returns. Growth happens now, so a
-    /// budget error is reported here.
+    /// Buffers a write; it reaches memory on `sync`, on eviction, or when
+    /// the code piece returns, at the latest. Growth happens now, so a budget
+    /// error is reported here.
+    ///
+    /// A write of a quarter of the cache or more, and buffered writes once
+    /// they fill a quarter of the cache, leave for memory on the instance's
+    /// I/O thread at once (write-behind), overlapping what the code piece
+    /// does next. A write-behind that fails is written again at the next
+    /// `sync` (or before this instance next reads from memory); its error is
+    /// reported there, and its bytes are kept until they are written.
     pub fn write_async(&mut self, addr: u64, data: &[u8]) -> Result<PendingWrite, ChannelError> {
         self.write_inner(addr, data, true)?;
         Ok(PendingWrite { _private: () })

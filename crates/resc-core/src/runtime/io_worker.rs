@@ -3,7 +3,8 @@
 
 use crossbeam_channel::Sender;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for the I/O thread.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// Runs submitted jobs in order on a thread of its own; the thread ends
 /// when the worker is dropped.

@@ -34,9 +34,11 @@ mod context;
 mod error;
 mod io_worker;
 mod peer;
+mod read_ahead;
 mod remote;
 #[cfg(test)]
 mod tests;
+mod write_behind;
 
 pub use bindings::{Bindings, MemoryHandle};
 pub use channel::{Channel, PendingOp, PendingRead, PendingWrite};

@@ -1,7 +1,9 @@
 //! Disaggregated memory access: the cache of one compute instance, and a
 //! channel's operations on one remote memory component through it.
 
-use super::io_worker::IoWorker;
+use super::io_worker::{IoWorker, Job};
+use super::read_ahead::{Fetch, ReadAhead};
+use super::write_behind::{OwnedWrite, WriteBatch, WriteBehind};
 use super::{ChannelError, PendingRead};
 use crate::ids::MemoryId;
 use crate::memory::{AddressMap, CacheStats, DirtyRange, LineCache, LineKey, Snapshot, StateError, VirtualMemory};
@@ -75,13 +77,24 @@ pub(crate) struct CacheHost {
     cache: LineCache,
     transport: Arc<dyn Transport>,
     memories: HashMap<MemoryId, Arc<VirtualMemory>>,
-    /// Runs asynchronous reads; started at the first one.
+    /// Runs asynchronous reads, read-ahead and write-behind; started at first use.
     io: Option<IoWorker>,
+    /// Per component, a count that moves whenever this instance writes it:
+    /// bytes fetched ahead under an older count may be stale.
+    epochs: HashMap<MemoryId, u64>,
+    behind: WriteBehind,
 }
 
 impl CacheHost {
     pub(crate) fn new(cache: LineCache, transport: Arc<dyn Transport>) -> Self {
-        CacheHost { cache, transport, memories: HashMap::new(), io: None }
+        CacheHost {
+            cache,
+            transport,
+            memories: HashMap::new(),
+            io: None,
+            epochs: HashMap::new(),
+            behind: WriteBehind::default(),
+        }
     }
 
     pub(crate) fn register(&mut self, memory: Arc<VirtualMemory>) {
@@ -92,48 +105,115 @@ impl CacheHost {
         self.cache.stats()
     }
 
-    /// Writes dirty bytes back to their component; returns how many went
-    /// out. Bytes of a released component, or past its end after a shrink,
-    /// have no home and are dropped.
-    fn write_back(&self, dirty: &DirtyRange) -> Result<usize, ChannelError> {
-        self.write_back_all(std::slice::from_ref(dirty))
+    fn epoch(&self, memory: MemoryId) -> u64 {
+        self.epochs.get(&memory).copied().unwrap_or(0)
     }
 
-    /// Writes back dirty ranges of one component as one batch.
-    fn write_back_all(&self, dirty: &[DirtyRange]) -> Result<usize, ChannelError> {
-        let Some(memory) = dirty.first().and_then(|d| self.memories.get(&d.key.0)) else { return Ok(0) };
-        let mut snapshot = Snapshot::default();
-        if memory.refresh(&mut snapshot).is_err() {
-            return Ok(0);
+    /// Notes that this instance changed, or is about to change, `memory`.
+    fn touched(&mut self, memory: MemoryId) {
+        *self.epochs.entry(memory).or_insert(0) += 1;
+    }
+
+    /// Runs `job` on the I/O thread, or here if there is none.
+    fn run_io(&mut self, job: Job) {
+        if self.io.is_none() {
+            self.io = IoWorker::spawn();
         }
-        let line = self.cache.line_bytes() as u64;
-        let mut ops: Vec<RemoteOp<'_>> = Vec::with_capacity(dirty.len());
-        let mut written = 0;
-        for range in dirty {
-            let start = range.key.1 * line + range.offset as u64;
-            let len = (snapshot.len.saturating_sub(start) as usize).min(range.bytes.len());
-            let Some(pieces) = snapshot.map.split(start, len) else { continue };
-            for piece in pieces {
-                ops.push(RemoteOp::Write {
-                    region: piece.region,
-                    offset: piece.offset,
-                    data: &range.bytes[piece.buf_range()],
-                });
+        let refused = match &self.io {
+            Some(io) => io.submit(job).err(),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            self.io = None;
+            job();
+        }
+    }
+
+    /// Waits until every write-behind batch is in memory; call before
+    /// touching memory from this thread. See [`WriteBehind`].
+    fn settle(&mut self) -> Result<(), ChannelError> {
+        if self.behind.is_idle() {
+            return Ok(());
+        }
+        let settled = self.behind.settle(&*self.transport);
+        match settled {
+            Ok((behind, here)) => {
+                self.cache.count_moved(0, behind + here);
+                self.cache.count_write_behind(behind);
+                Ok(())
             }
-            written += len;
+            Err(e) => Err(ChannelError::Transport { component: e.component, source: e.source }),
         }
-        self.transport
-            .execute(&mut ops)
-            .map(|()| written)
-            .map_err(|e| ChannelError::Transport { component: memory.name().to_owned(), source: e.error })
+    }
+
+    /// Groups dirty ranges (sorted by line) into one batch per component,
+    /// with the lines each batch cleans.
+    fn batches(&self, dirty: Vec<DirtyRange>) -> Vec<(WriteBatch, Vec<LineKey>)> {
+        let line = self.cache.line_bytes() as u64;
+        let mut batches: Vec<(WriteBatch, Vec<LineKey>)> = Vec::new();
+        for range in dirty {
+            let Some(memory) = self.memories.get(&range.key.0) else { continue };
+            let write = OwnedWrite { addr: range.key.1 * line + range.offset as u64, bytes: range.bytes };
+            match batches.last_mut() {
+                Some((batch, keys)) if batch.memory.id() == range.key.0 => {
+                    batch.writes.push(write);
+                    keys.push(range.key);
+                }
+                _ => batches.push((WriteBatch { memory: memory.clone(), writes: vec![write] }, vec![range.key])),
+            }
+        }
+        batches
+    }
+
+    /// Writes dirty ranges back now and marks their lines clean.
+    fn write_back_now(&mut self, dirty: Vec<DirtyRange>) -> Result<(), ChannelError> {
+        self.settle()?;
+        for (batch, keys) in self.batches(dirty) {
+            let written = batch
+                .write(&*self.transport)
+                .map_err(|source| ChannelError::Transport { component: batch.memory.name().to_owned(), source })?;
+            self.cache.count_moved(0, written);
+            self.touched(batch.memory.id());
+            for key in keys {
+                self.cache.mark_clean(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Posts a batch to the I/O thread; [`settle`](Self::settle) learns its fate.
+    fn write_behind(&mut self, batch: WriteBatch) {
+        let (done, outcome) = crossbeam_channel::bounded(1);
+        let transport = self.transport.clone();
+        let component = batch.memory.name().to_owned();
+        self.touched(batch.memory.id());
+        self.run_io(Box::new(move || {
+            let written = batch.write(&*transport).map_err(|e| (e, batch));
+            let _ = done.send(written);
+        }));
+        self.behind.posted(component, outcome);
+    }
+
+    /// When buffered writes fill a quarter of the cache, sends them to
+    /// memory in the background: their lines turn clean now, so later
+    /// evictions find clean victims instead of writing back in the way.
+    fn write_behind_if_due(&mut self) {
+        if self.cache.dirty_line_bytes() < self.cache.config().bypass_bytes() {
+            return;
+        }
+        let dirty = self.cache.dirty(None);
+        for (batch, keys) in self.batches(dirty) {
+            for key in keys {
+                self.cache.mark_clean(key);
+            }
+            self.write_behind(batch);
+        }
     }
 
     /// Makes room for one more line, writing back dirty victims first.
     fn make_room(&mut self) -> Result<(), ChannelError> {
         while let Some(victim) = self.cache.victim_to_write_back() {
-            let written = self.write_back(&victim)?;
-            self.cache.count_moved(0, written);
-            self.cache.mark_clean(victim.key);
+            self.write_back_now(vec![victim])?;
         }
         Ok(())
     }
@@ -142,26 +222,19 @@ impl CacheHost {
     /// disjoint older range of the same line first.
     fn mark_dirty(&mut self, key: LineKey, range: std::ops::Range<usize>) -> Result<(), ChannelError> {
         while let Err(older) = self.cache.mark_dirty(key, range.clone()) {
-            let written = self.write_back(&older)?;
-            self.cache.count_moved(0, written);
-            self.cache.mark_clean(key);
+            self.write_back_now(vec![older])?;
         }
+        self.touched(key.0);
         Ok(())
     }
 
     /// Writes back the buffered writes of `memory` (of all when `None`), one
-    /// batch per component. On a failure, what was not written stays
-    /// buffered for a later sync (writing a range twice is harmless).
+    /// batch per component, after every write-behind batch. On a failure,
+    /// what was not written stays buffered for a later sync (writing a range
+    /// twice is harmless).
     pub(crate) fn flush(&mut self, memory: Option<MemoryId>) -> Result<(), ChannelError> {
         let dirty = self.cache.dirty(memory);
-        for component in dirty.chunk_by(|a, b| a.key.0 == b.key.0) {
-            let written = self.write_back_all(component)?;
-            self.cache.count_moved(0, written);
-            for range in component {
-                self.cache.mark_clean(range.key);
-            }
-        }
-        Ok(())
+        self.write_back_now(dirty)
     }
 
     fn count_moved(&mut self, read: usize, written: usize) {
@@ -177,6 +250,7 @@ pub(crate) struct RemoteChannel {
     snapshot: Snapshot,
     /// Where `read_with` reads what it cannot lend in place; reused.
     scratch: Vec<u8>,
+    read_ahead: ReadAhead,
 }
 
 /// Copies the part of a line (starting at virtual `line_start`) that overlaps
@@ -209,7 +283,9 @@ fn overlap(line_start: u64, line_len: usize, addr: u64, len: usize) -> Option<(u
 
 impl RemoteChannel {
     pub(crate) fn new(memory: Arc<VirtualMemory>, cache: Arc<Mutex<CacheHost>>, transport: Arc<dyn Transport>) -> Self {
-        RemoteChannel { memory, cache, transport, snapshot: Snapshot::default(), scratch: Vec::new() }
+        let budget = if transport.maps_memory() { 0 } else { cache.lock().cache.config().read_ahead_bytes };
+        let read_ahead = ReadAhead::new(budget);
+        RemoteChannel { memory, cache, transport, snapshot: Snapshot::default(), scratch: Vec::new(), read_ahead }
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -251,13 +327,65 @@ impl RemoteChannel {
         Ok(())
     }
 
+    /// Reads through the read-ahead windows, then the cache (or straight
+    /// from memory when the read is long), then fetches ahead if the reads
+    /// run in order.
     pub(crate) fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ChannelError> {
         self.check_range(addr, buf.len())?;
-        let mut host = self.cache.lock();
+        let cache = self.cache.clone();
+        let mut host = cache.lock();
+        let id = self.memory.id();
+        let line = host.cache.line_bytes() as u64;
+        let served = self.read_ahead.serve(addr, buf, host.epoch(id));
+        if served > 0 {
+            host.cache.count_read_ahead(0, served);
+            // The caller sees its own buffered writes.
+            let (ahead, _) = buf.split_at_mut(served);
+            for (index, offset, bytes) in
+                host.cache.dirty_overlay(id, addr / line..(addr + served as u64).div_ceil(line))
+            {
+                copy_overlap(index * line + offset as u64, bytes, addr, ahead);
+            }
+        }
+        if served < buf.len() {
+            self.read_from_memory(&mut host, addr + served as u64, &mut buf[served..])?;
+        }
+        self.read_ahead.observe(addr, buf.len());
+        self.fetch_ahead(&mut host, buf.len());
+        Ok(())
+    }
+
+    /// Posts the read-ahead windows the run calls for to the I/O thread.
+    fn fetch_ahead(&mut self, host: &mut CacheHost, read_len: usize) {
+        if host.behind.has_failed() {
+            return;
+        }
+        let line = host.cache.line_bytes();
+        let epoch = host.epoch(self.memory.id());
+        for Fetch { addr, mut buf } in self.read_ahead.plan(read_len, line, self.snapshot.len) {
+            let len = buf.len();
+            let (done, fetched) = crossbeam_channel::bounded(1);
+            let (transport, map) = (self.transport.clone(), self.snapshot.map.clone());
+            host.run_io(Box::new(move || {
+                let outcome = match read_pieces(&*transport, &map, addr, &mut buf) {
+                    Ok(()) => Ok(buf),
+                    Err(_) => Err(buf),
+                };
+                let _ = done.send(outcome);
+            }));
+            host.count_moved(len, 0);
+            host.cache.count_read_ahead(len, 0);
+            self.read_ahead.posted(addr, len, epoch, fetched);
+        }
+    }
+
+    /// Reads through the cache, or straight from memory when the read is long.
+    fn read_from_memory(&self, host: &mut CacheHost, addr: u64, buf: &mut [u8]) -> Result<(), ChannelError> {
         let id = self.memory.id();
         let line = host.cache.line_bytes() as u64;
         let lines = addr / line..(addr + buf.len() as u64).div_ceil(line);
         if buf.len() >= host.cache.config().bypass_bytes() {
+            host.settle()?;
             host.cache.count_bypass();
             read_pieces(&*self.transport, &self.snapshot.map, addr, buf)
                 .map_err(|e| self.access_error(e, addr, buf.len()))?;
@@ -275,6 +403,7 @@ impl RemoteChannel {
                 continue;
             }
             host.make_room()?;
+            host.settle()?;
             let data = host.cache.install((id, index));
             if let Err(e) = fetch_line(&*self.transport, &self.snapshot.map, line_start, data) {
                 host.cache.forget((id, index));
@@ -313,7 +442,7 @@ impl RemoteChannel {
                     return Ok(out);
                 }
             }
-            let clean = host.cache.dirty_overlay(id, lines).next().is_none();
+            let clean = host.cache.dirty_overlay(id, lines).next().is_none() && host.settle().is_ok();
             let single =
                 self.snapshot.map.split(addr, len).and_then(|mut pieces| pieces.next()).filter(|p| p.len == len);
             if let (true, Some(piece)) = (clean, single) {
@@ -360,6 +489,9 @@ impl RemoteChannel {
         let direct = len >= host.cache.config().bypass_bytes()
             && host.cache.dirty_overlay(self.memory.id(), lines).next().is_none();
         if direct {
+            host.settle()?;
+        }
+        if direct {
             if host.io.is_none() {
                 host.io = IoWorker::spawn();
             }
@@ -404,11 +536,18 @@ impl RemoteChannel {
         let lines = addr / line..end.div_ceil(line);
         if !buffered || data.len() >= host.cache.config().bypass_bytes() {
             if buffered {
+                // Long and asynchronous: a copy leaves on the I/O thread.
                 host.cache.count_bypass();
+                let batch =
+                    WriteBatch { memory: self.memory.clone(), writes: vec![OwnedWrite { addr, bytes: data.into() }] };
+                host.write_behind(batch);
+            } else {
+                host.settle()?;
+                host.touched(id);
+                write_pieces(&*self.transport, &self.snapshot.map, addr, data)
+                    .map_err(|e| self.access_error(e, addr, data.len()))?;
+                host.count_moved(0, data.len());
             }
-            write_pieces(&*self.transport, &self.snapshot.map, addr, data)
-                .map_err(|e| self.access_error(e, addr, data.len()))?;
-            host.count_moved(0, data.len());
             // Keep cached copies current; what is dirty stays dirty.
             for index in lines {
                 if let Some(cached) = host.cache.peek_mut((id, index)) {
@@ -423,11 +562,15 @@ impl RemoteChannel {
             if host.cache.lookup(key).is_none() {
                 host.make_room()?;
                 let covers_line = addr <= line_start && end >= line_start + line;
-                let slot = host.cache.install(key);
                 // Bytes of the line this write does not cover must read right.
+                let fetch = !covers_line && line_start < old_len;
+                if fetch {
+                    host.settle()?;
+                }
+                let slot = host.cache.install(key);
                 let filled = if covers_line {
                     Ok(())
-                } else if line_start < old_len {
+                } else if fetch {
                     fetch_line(&*self.transport, &self.snapshot.map, line_start, slot)
                 } else {
                     slot.fill(0);
@@ -444,6 +587,7 @@ impl RemoteChannel {
             };
             host.mark_dirty(key, written)?;
         }
+        host.write_behind_if_due();
         Ok(())
     }
 
@@ -457,6 +601,7 @@ impl RemoteChannel {
         {
             let mut host = self.cache.lock();
             host.flush(Some(self.memory.id()))?;
+            host.touched(self.memory.id());
             let line = host.cache.line_bytes() as u64;
             host.cache.invalidate(self.memory.id(), len / line);
         }
@@ -485,7 +630,10 @@ impl RemoteChannel {
     }
 
     pub(crate) fn release(&self) {
-        self.cache.lock().cache.invalidate(self.memory.id(), 0);
+        let mut host = self.cache.lock();
+        host.touched(self.memory.id());
+        host.cache.invalidate(self.memory.id(), 0);
+        drop(host);
         self.memory.release();
     }
 }

@@ -129,7 +129,7 @@ struct Rig {
 
 /// A cache of `lines` lines of 256 bytes.
 fn tiny_cache(lines: u64) -> CacheConfig {
-    CacheConfig { capacity_bytes: lines * 256, line_bytes: 256 }
+    CacheConfig::new(lines * 256, 256)
 }
 
 fn graph() -> Arc<ResourceGraph> {
@@ -137,6 +137,16 @@ fn graph() -> Arc<ResourceGraph> {
 }
 
 fn rig(cap: u64, cache: CacheConfig) -> Rig {
+    rig_over(cap, cache, |fabric| fabric)
+}
+
+/// A rig whose compute side reaches memory through a transport that copies
+/// (as TCP and RDMA do) rather than one that maps it: read-ahead is on.
+fn copying_rig(cap: u64, cache: CacheConfig) -> Rig {
+    rig_over(cap, cache, |fabric| Arc::new(crate::testkit::faults::FaultyTransport::new(fabric)))
+}
+
+fn rig_over(cap: u64, cache: CacheConfig, transport: impl FnOnce(Arc<dyn Transport>) -> Arc<dyn Transport>) -> Rig {
     let memory = Arc::new(InProcessMemory::new(crate::ids::NodeId(1), 64 * MIB));
     let fabric = Arc::new(InProcessFabric::new());
     fabric.attach(memory.clone());
@@ -148,7 +158,7 @@ fn rig(cap: u64, cache: CacheConfig) -> Rig {
         live: Mutex::new(Vec::new()),
         events: Mutex::new(Vec::new()),
     });
-    let bindings = Bindings::remote(graph(), InvocationId(7), fabric.clone(), provisioner.clone(), cache);
+    let bindings = Bindings::remote(graph(), InvocationId(7), transport(fabric.clone()), provisioner.clone(), cache);
     Rig { memory, fabric, provisioner, bindings }
 }
 
@@ -750,12 +760,34 @@ fn forged_keys_are_denied() {
 /// One step of a random workload.
 #[derive(Debug, Clone)]
 enum Op {
-    Write { addr: u64, len: usize, seed: u8 },
-    WriteAsync { addr: u64, len: usize, seed: u8 },
+    Write {
+        addr: u64,
+        len: usize,
+        seed: u8,
+    },
+    WriteAsync {
+        addr: u64,
+        len: usize,
+        seed: u8,
+    },
     Sync,
-    Read { addr: u64, len: usize },
-    ReadAsync { addr: u64, len: usize },
-    Resize { len: u64 },
+    Read {
+        addr: u64,
+        len: usize,
+    },
+    /// `count` reads of `len` bytes, each continuing the one before (read-ahead).
+    ReadRun {
+        addr: u64,
+        len: usize,
+        count: usize,
+    },
+    ReadAsync {
+        addr: u64,
+        len: usize,
+    },
+    Resize {
+        len: u64,
+    },
 }
 
 /// Addresses near the 1 MiB boundaries of `m`'s physical components.
@@ -774,6 +806,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (near_boundary(), access_len(), any::<u8>()).prop_map(|(addr, len, seed)| Op::WriteAsync { addr, len, seed }),
         1 => Just(Op::Sync),
         3 => (near_boundary(), access_len()).prop_map(|(addr, len)| Op::Read { addr, len }),
+        2 => (near_boundary(), access_len(), 2usize..6).prop_map(|(addr, len, count)| Op::ReadRun { addr, len, count }),
         2 => (near_boundary(), access_len()).prop_map(|(addr, len)| Op::ReadAsync { addr, len }),
         1 => near_boundary().prop_map(|len| Op::Resize { len }),
     ]
@@ -832,6 +865,20 @@ fn run_against_model(m: &mut Channel, ops: &[Op]) -> Result<Vec<u8>, TestCaseErr
                     prop_assert!(got == model[addr as usize..end], "op {i} {op:?}: read differs from the model");
                 }
             }
+            Op::ReadRun { addr, len, count } => {
+                for k in 0..count {
+                    let at = addr + (k * len) as u64;
+                    let mut buf = vec![0u8; len];
+                    let got = m.read(at, &mut buf);
+                    let end = at as usize + len;
+                    if end > model.len() {
+                        prop_assert!(matches!(got, Err(ChannelError::OutOfRange { .. })), "op {i} read {k}: {got:?}");
+                        break;
+                    }
+                    prop_assert!(got.is_ok(), "op {i} read {k}: {got:?}");
+                    prop_assert!(buf == model[at as usize..end], "op {i} {op:?}: read {k} differs from the model");
+                }
+            }
             Op::Resize { len } => {
                 m.resize(len).unwrap();
                 set_len(&mut model, len as usize);
@@ -855,17 +902,23 @@ proptest! {
     /// and local memory components give the same results as a byte vector.
     #[test]
     fn random_accesses_match_a_byte_vector(ops in proptest::collection::vec(op(), 1..60)) {
-        let rig = rig(8 * MIB, tiny_cache(8));
-        let mut a = ctx(&rig.bindings, "a");
-        let mut m = a.channel("m").unwrap();
-        let model = run_against_model(&mut m, &ops)?;
-        // Synced: memory itself holds the model.
-        prop_assert!(rig.in_memory(M, 0, model.len()) == model, "memory differs from the model after sync");
-        let held: u64 = rig.regions(M).iter().map(|r| r.len).sum();
-        prop_assert_eq!(held, rig.provisioner.held(), "the address map and the provisioner disagree");
-        prop_assert!(held >= model.len() as u64);
-        rig.bindings.end_all();
-        prop_assert_eq!(rig.memory.allocated_bytes(), 0);
+        let mut remote = None;
+        // Mapped memory, then a copying transport (with read-ahead).
+        for rig in [rig(8 * MIB, tiny_cache(8)), copying_rig(8 * MIB, tiny_cache(8))] {
+            let mut a = ctx(&rig.bindings, "a");
+            let mut m = a.channel("m").unwrap();
+            let model = run_against_model(&mut m, &ops)?;
+            // Synced: memory itself holds the model.
+            prop_assert!(rig.in_memory(M, 0, model.len()) == model, "memory differs from the model after sync");
+            let held: u64 = rig.regions(M).iter().map(|r| r.len).sum();
+            prop_assert_eq!(held, rig.provisioner.held(), "the address map and the provisioner disagree");
+            prop_assert!(held >= model.len() as u64);
+            rig.bindings.end_all();
+            prop_assert_eq!(rig.memory.allocated_bytes(), 0);
+            prop_assert!(remote.as_ref().is_none_or(|r| *r == model));
+            remote = Some(model);
+        }
+        let model = remote.unwrap_or_default();
 
         let bindings = local();
         let mut a = ctx(&bindings, "a");
@@ -998,4 +1051,141 @@ fn a_large_read_async_runs_on_the_io_thread_and_reports_its_failure_at_sync() {
     faulty.fail_reads(true);
     let pending = m.read_async(0, 64 * KIB as usize).expect("posting does not touch the transport");
     assert!(matches!(m.sync(pending), Err(ChannelError::Transport { .. })));
+}
+
+/// Memory holds `data` from `addr` on, written behind the reader's back
+/// (as another instance would).
+fn write_directly(rig: &Rig, addr: u64, data: &[u8]) {
+    let handle = rig.bindings.existing_memory(M).unwrap();
+    let MemoryHandle::Remote(vm) = handle else { panic!("not remote") };
+    for piece in vm.address_map().split(addr, data.len()).unwrap() {
+        rig.fabric.write(&piece.region, piece.offset, &data[piece.buf_range()]).unwrap();
+    }
+}
+
+#[test]
+fn transports_that_map_memory_do_not_fetch_ahead() {
+    let rig = rig(16 * MIB, CacheConfig::new(256 * KIB, 4096).with_read_ahead(MIB));
+    let mut a = ctx(&rig.bindings, "a");
+    let mut m = a.channel("m").unwrap();
+    m.write(0, &pattern(MIB as usize, 4)).unwrap();
+    for at in 0..16 {
+        read(&mut m, at * 4096, 4096);
+    }
+    assert_eq!(a.cache_stats().read_ahead_bytes, 0);
+}
+
+#[test]
+fn sequential_reads_are_served_from_windows_fetched_ahead() {
+    for (read_ahead, len) in [(MIB, 4096usize), (MIB, 100_000), (0, 4096)] {
+        let rig = copying_rig(16 * MIB, CacheConfig::new(256 * KIB, 4096).with_read_ahead(read_ahead));
+        let mut a = ctx(&rig.bindings, "a");
+        let mut m = a.channel("m").unwrap();
+        // Three physical components of 1 MiB: the run crosses two boundaries.
+        let data = pattern(3 * MIB as usize, 5);
+        m.write(0, &data).unwrap();
+        let before = a.cache_stats();
+        let mut at = 0;
+        while at + len <= data.len() {
+            assert_eq!(read(&mut m, at as u64, len), data[at..at + len], "read at {at}");
+            at += len;
+        }
+        let stats = a.cache_stats();
+        let hits = stats.read_ahead_hits - before.read_ahead_hits;
+        if read_ahead == 0 {
+            assert_eq!(stats.read_ahead_bytes, 0, "read-ahead is off");
+        } else {
+            // All but the first two reads (which start the run) come from windows.
+            assert!(hits as usize >= at - 2 * len, "{len}-byte reads: {hits} of {at} bytes fetched ahead");
+            assert!(stats.read_ahead_bytes >= hits);
+        }
+    }
+}
+
+#[test]
+fn fetched_ahead_bytes_never_hide_this_instances_writes() {
+    let rig = copying_rig(16 * MIB, CacheConfig::new(256 * KIB, 4096).with_read_ahead(MIB));
+    let mut a = ctx(&rig.bindings, "a");
+    let mut m = a.channel("m").unwrap();
+    let mut data = pattern(MIB as usize, 6);
+    m.write(0, &data).unwrap();
+    let len = 4096;
+    // Start a run: windows past 8 KiB are now in flight; the third read
+    // waits for the first, which covers the writes below.
+    for at in 0..3 {
+        assert_eq!(read(&mut m, (at * len) as u64, len), data[at * len..(at + 1) * len]);
+    }
+    // A synchronous write, a buffered one and a buffered one written back, all ahead of the run.
+    m.write(20_000, b"direct").unwrap();
+    data[20_000..20_006].copy_from_slice(b"direct");
+    let _pending = m.write_async(30_000, b"buffered").unwrap();
+    data[30_000..30_008].copy_from_slice(b"buffered");
+    let flushed = m.write_async(40_000, b"flushed").unwrap();
+    m.sync(flushed).unwrap();
+    data[40_000..40_007].copy_from_slice(b"flushed");
+    for at in (3 * len..64 * len).step_by(len) {
+        assert_eq!(read(&mut m, at as u64, len), data[at..at + len], "read at {at}");
+    }
+    assert!(a.cache_stats().read_ahead_hits > 0, "the run went on from fresh windows");
+}
+
+#[test]
+fn a_jump_reads_memory_rather_than_old_windows() {
+    // Caches are not coherent across instances; windows are no different,
+    // but they never outlive the run: a jump re-reads memory.
+    let rig = copying_rig(16 * MIB, CacheConfig::new(256 * KIB, 4096).with_read_ahead(MIB));
+    let mut a = ctx(&rig.bindings, "a");
+    let mut m = a.channel("m").unwrap();
+    m.write(0, &pattern(MIB as usize, 7)).unwrap();
+    read(&mut m, 0, 4096);
+    read(&mut m, 4096, 4096);
+    write_directly(&rig, 500_000, b"elsewhere");
+    assert_eq!(read(&mut m, 500_000, 9), b"elsewhere", "a jump reads memory, not the old windows");
+}
+
+#[test]
+fn a_long_write_async_leaves_behind_and_a_failure_loses_nothing() {
+    let rig = rig(16 * MIB, tiny_cache(8));
+    let faulty = Arc::new(crate::testkit::faults::FaultyTransport::new(rig.fabric.clone()));
+    let bindings = Bindings::remote(graph(), InvocationId(13), faulty.clone(), rig.provisioner.clone(), tiny_cache(8));
+    let mut a = ctx(&bindings, "a");
+    let mut m = a.channel("m").unwrap();
+    let data = pattern(200 * KIB as usize, 8);
+    let pending = m.write_async(0, &data).unwrap();
+    m.sync(pending).unwrap();
+    assert_eq!(a.cache_stats().write_behind_bytes, data.len() as u64);
+    assert_eq!(read(&mut m, 1000, 2000), data[1000..3000]);
+
+    let newer = pattern(200 * KIB as usize, 9);
+    faulty.fail_writes(true);
+    let pending = m.write_async(0, &newer).expect("posting does not wait for the transport");
+    assert!(matches!(m.sync(pending), Err(ChannelError::Transport { .. })), "the failure surfaces at sync");
+    assert!(matches!(m.read(0, &mut [0u8; 4]), Err(ChannelError::Transport { .. })), "…and before any fetch");
+    faulty.fail_writes(false);
+    m.flush().unwrap();
+    let handle = bindings.existing_memory(M).unwrap();
+    let MemoryHandle::Remote(vm) = handle else { panic!("not remote") };
+    let mut back = vec![0u8; newer.len()];
+    for piece in vm.address_map().split(0, newer.len()).unwrap() {
+        rig.fabric.read(&piece.region, piece.offset, &mut back[piece.buf_range()]).unwrap();
+    }
+    assert!(back == newer, "the failed batch was written at the next sync");
+}
+
+#[test]
+fn buffered_writes_past_the_watermark_leave_in_the_background() {
+    let rig = rig(16 * MIB, CacheConfig::new(64 * KIB, 256));
+    let mut a = ctx(&rig.bindings, "a");
+    let mut m = a.channel("m").unwrap();
+    let data = pattern(48 * KIB as usize, 10);
+    // Small buffered writes: a quarter of the cache dirty triggers write-behind.
+    for (i, chunk) in data.chunks(100).enumerate() {
+        let _ = m.write_async((i * 100) as u64, chunk).unwrap();
+    }
+    assert!(a.cache_stats().write_behind_bytes == 0, "counted when known to be in memory");
+    m.flush().unwrap();
+    let stats = a.cache_stats();
+    assert!(stats.write_behind_bytes >= 16 * KIB, "only {} bytes left behind", stats.write_behind_bytes);
+    assert_eq!(rig.in_memory(M, 0, data.len()), data);
+    assert_eq!(read(&mut m, 0, data.len()), data);
 }

@@ -255,6 +255,10 @@ impl Transport for ShmTransport {
     }
 
     /// Lends the mapped bytes: see [`ShmTransport::with_bytes`].
+    fn maps_memory(&self) -> bool {
+        true
+    }
+
     fn lend(
         &self,
         region: &RemoteRegion,

@@ -4,6 +4,7 @@
 mod client;
 mod directory;
 mod server;
+mod spin;
 
 pub use client::{TcpMemoryPool, TcpTransport};
 pub use directory::Directory;

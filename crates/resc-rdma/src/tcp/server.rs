@@ -1,6 +1,7 @@
 //! A node's server: serves one-sided operations on its regions (checking key
 //! and bounds on every one), allocation, and delivery into its mailboxes.
 
+use super::spin::SpinPolicy;
 use crate::wire::{self, Op, RequestHead, Status, WireError};
 use parking_lot::Mutex;
 use resc_core::ids::{Endpoint, NodeId};
@@ -12,7 +13,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Socket send buffer the server asks for (the kernel caps it at `wmem_max`).
 const SEND_BUFFER: usize = 4 << 20;
@@ -175,10 +176,19 @@ fn serve(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
     // a client may stay idle as long as it likes.
     stream.set_read_timeout(Some(FRAME_TIMEOUT))?;
     stream.set_write_timeout(Some(FRAME_TIMEOUT))?;
+    let mut spin = SpinPolicy::default();
     loop {
+        let waited = session.reader.buffer().is_empty();
+        if waited {
+            spin.wait_briefly(stream);
+        }
         match session.reader.fill_buf() {
             Ok([]) => return Ok(()),
-            Ok(_) => {}
+            Ok(_) => {
+                if waited {
+                    spin.request_arrived(Instant::now());
+                }
+            }
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 if shared.stopping.load(Ordering::SeqCst) {
                     return Ok(());

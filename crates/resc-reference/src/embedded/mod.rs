@@ -2,11 +2,13 @@
 //! compute, memory and balanced pools, that deploys resource graphs and runs
 //! invocations end to end, disaggregated or aggregated into one sandbox.
 
+mod connect;
 mod provision;
 
 use crate::alloc_meter::{self, AllocationAccount};
 use crate::driver::{Command, Driver, Event};
 use crate::metering::{ComputeTicket, InvocationMeter, Sampler, Usage};
+use connect::{ConnectTiming, Connector};
 use parking_lot::Mutex;
 use provision::ClusterProvisioner;
 use resc_core::graph::ResourceGraph;
@@ -224,6 +226,8 @@ pub struct EmbeddedPlatform {
     next_invocation: AtomicU64,
     /// With [`DataPath::Tcp`]: where memory nodes listen, and their servers.
     tcp: Option<(Arc<Directory>, Vec<Arc<TcpNodeServer>>)>,
+    /// With [`DataPath::Tcp`]: sets up new instances' connections.
+    connector: Option<Connector>,
 }
 
 impl std::fmt::Debug for EmbeddedPlatform {
@@ -236,8 +240,8 @@ impl std::fmt::Debug for EmbeddedPlatform {
 struct Running {
     placement: Placement,
     ticket: ComputeTicket,
-    /// Its connection set-up, (start, end, connections), once done.
-    connecting: Option<std::thread::JoinHandle<(Duration, Duration, usize)>>,
+    /// Its connection set-up, once done.
+    connecting: Option<crossbeam_channel::Receiver<ConnectTiming>>,
 }
 
 type Completion = (ComputeId, u32, SandboxOutcome);
@@ -290,6 +294,13 @@ impl EmbeddedPlatform {
                 Some((directory, servers))
             }
         };
+        let connector = match &tcp {
+            Some(_) => Some(
+                Connector::start()
+                    .map_err(|e| PlatformError::Config(format!("cannot start the connection thread: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(EmbeddedPlatform {
             scheduler: Arc::new(Mutex::new(Box::new(PoolAwareScheduler::new(&cluster, config.seed)))),
             config,
@@ -300,6 +311,7 @@ impl EmbeddedPlatform {
             log: Arc::new(InMemoryTriggerLog::new()),
             next_invocation: AtomicU64::new(1),
             tcp,
+            connector,
         })
     }
 
@@ -786,18 +798,8 @@ impl Invocation<'_> {
             // The placement answer says where this instance's memory lives:
             // connect to those nodes now, while the sandbox loads the code.
             let transport = Arc::new(TcpTransport::new(directory.clone()));
-            let peers = self.memory_nodes(component);
-            let connector = transport.clone();
-            connecting = (!peers.is_empty()).then(std::thread::Builder::new).and_then(|builder| {
-                builder
-                    .name("resc-connect".into())
-                    .spawn(move || {
-                        let begin = placed.elapsed();
-                        let connected = peers.iter().filter(|&&node| connector.preconnect(node).is_ok()).count();
-                        (begin, placed.elapsed(), connected)
-                    })
-                    .ok()
-            });
+            let nodes = self.memory_nodes(component);
+            connecting = self.platform.connector.as_ref().and_then(|c| c.connect(transport.clone(), nodes, placed));
             context = context.with_transport(transport);
         }
         let job = SandboxJob { label: format!("{}#{instance}", spec.name), piece, context, account: Some(account) };
@@ -843,7 +845,7 @@ impl Invocation<'_> {
         if let Some(running) = self.running.remove(&(component, instance)) {
             self.platform.scheduler.lock().release(&running.placement);
             self.meter.compute_finished(running.ticket, outcome.usage.cpu);
-            let connected = running.connecting.and_then(|c| c.join().ok());
+            let connected = running.connecting.and_then(|c| c.recv().ok());
             let us = |d: Duration| d.as_secs_f64() * 1e6;
             self.startup.push(StartupTrace {
                 component: self.graph.compute(component).name.clone(),
