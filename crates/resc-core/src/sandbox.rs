@@ -12,6 +12,27 @@
 //! - When the job carries a [`ThreadAccount`], every allocation the piece
 //!   makes on the sandbox's thread is charged to it: the sandbox enters the
 //!   account before the piece runs and leaves it after, also on panic.
+//! - An environment loads a job's code (calls its [`CodeLoader`]) inside
+//!   itself, before the piece runs: a cold start pays for the load, and
+//!   [`ComputeUsage::load`] includes it. A loader's error is the outcome.
+//!
+//! ## Warm environments (optional)
+//!
+//! A sandbox that keeps environments between runs implements
+//! [`Sandbox::prepare`], [`Sandbox::start_in`] and [`Sandbox::retire`]; one
+//! that does not leaves the defaults, which refuse with
+//! [`SandboxError::Unsupported`].
+//!
+//! - `prepare` creates an idle environment and starts loading the code in it
+//!   (a pre-warm); it returns at once with the environment's id.
+//! - `start_in` runs a job in a prepared environment on the code it loaded
+//!   (the loader is called once per environment, however many jobs run
+//!   there); jobs given to one environment run one after another, in order.
+//!   After `done`, the environment is idle again. An unknown or retired
+//!   environment is refused with [`SandboxError::UnknownEnvironment`] and
+//!   `done` is not called.
+//! - `retire` tears an environment down once its queued jobs are done;
+//!   retiring an unknown environment does nothing.
 
 use crate::runtime::{CodeError, Context};
 use std::collections::HashMap;
@@ -47,7 +68,7 @@ pub fn run_piece(piece: &dyn CodePiece, ctx: &mut Context) -> Result<Vec<u8>, Co
 /// Code pieces by the names templates refer to them with (`"code": "lr.train"`).
 #[derive(Clone, Default)]
 pub struct CodeRegistry {
-    pieces: HashMap<String, Arc<dyn CodePiece>>,
+    pieces: HashMap<String, CodeLoader>,
 }
 
 impl std::fmt::Debug for CodeRegistry {
@@ -64,22 +85,39 @@ impl CodeRegistry {
         Self::default()
     }
 
-    /// Registers `piece` as `name`, replacing any piece of that name.
+    /// Registers `piece` as `name`, replacing any piece of that name; it
+    /// loads at no cost.
     pub fn register(&mut self, name: impl Into<String>, piece: impl CodePiece + 'static) -> &mut Self {
-        self.pieces.insert(name.into(), Arc::new(piece));
+        self.pieces.insert(name.into(), loaded(Arc::new(piece)));
         self
     }
 
-    /// The piece registered as `name`.
-    pub fn get(&self, name: &str) -> Result<Arc<dyn CodePiece>, CodeError> {
+    /// Registers a piece that each environment loads with `loader` (see
+    /// [`CodeLoader`]), replacing any piece of that name.
+    pub fn register_loader(
+        &mut self,
+        name: impl Into<String>,
+        loader: impl Fn() -> Result<Arc<dyn CodePiece>, CodeError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.pieces.insert(name.into(), Arc::new(loader));
+        self
+    }
+
+    /// The loader of the piece registered as `name`.
+    pub fn loader(&self, name: &str) -> Result<CodeLoader, CodeError> {
         self.pieces.get(name).cloned().ok_or_else(|| CodeError::NotRegistered(name.to_owned()))
+    }
+
+    /// The piece registered as `name`, loaded here and now.
+    pub fn get(&self, name: &str) -> Result<Arc<dyn CodePiece>, CodeError> {
+        self.loader(name)?()
     }
 
     /// Whether every compute component of `graph` has a registered piece;
     /// the first missing reference otherwise.
     pub fn check(&self, graph: &crate::graph::ResourceGraph) -> Result<(), CodeError> {
         for component in graph.compute_components() {
-            self.get(&component.code)?;
+            self.loader(&component.code)?;
         }
         Ok(())
     }
@@ -95,12 +133,24 @@ pub trait ThreadAccount: Send + Sync {
     fn leave(&self);
 }
 
+/// Loads a code piece in the environment that will run it: whatever a
+/// cold start costs beyond creating the environment (starting a language
+/// runtime, importing code, reading a model) happens here, once per
+/// environment.
+pub type CodeLoader = Arc<dyn Fn() -> Result<Arc<dyn CodePiece>, CodeError> + Send + Sync>;
+
+/// A loader for a piece that is already loaded (loading costs nothing).
+pub fn loaded(piece: Arc<dyn CodePiece>) -> CodeLoader {
+    Arc::new(move || Ok(piece.clone()))
+}
+
 /// One code piece instance to run.
 pub struct SandboxJob {
     /// A label for threads and logs, e.g. `lr/train#0`.
     pub label: String,
-    /// The code.
-    pub piece: Arc<dyn CodePiece>,
+    /// The code, loaded by the environment (see [`Sandbox::start_in`] for
+    /// environments that loaded it already).
+    pub code: CodeLoader,
     /// Its context.
     pub context: Context,
     /// Where its allocations are charged, if anywhere.
@@ -114,8 +164,10 @@ pub struct ComputeUsage {
     pub cpu: Duration,
     /// Wall time from the piece's start to its end.
     pub wall: Duration,
-    /// From `start` to the piece's first instruction: the environment and
-    /// code getting ready (for a thread sandbox, the thread's start).
+    /// From `start` (or `start_in`) to the piece's first instruction: the
+    /// environment and code getting ready. For a cold start, the
+    /// environment's creation and the code's load; for a warm environment,
+    /// its wake-up (and the rest of its load, if still loading).
     pub load: Duration,
 }
 
@@ -144,13 +196,41 @@ pub enum SandboxError {
         /// Why.
         reason: String,
     },
+    /// This sandbox keeps no warm environments.
+    #[error("this sandbox does not keep warm environments")]
+    Unsupported,
+    /// The environment does not exist (never prepared, or retired).
+    #[error("no environment {0:?} (never prepared, or retired)")]
+    UnknownEnvironment(EnvId),
 }
+
+/// An environment kept between runs, named by the sandbox that prepared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct EnvId(pub u64);
 
 /// Completion callback of [`Sandbox::start`].
 pub type Done = Box<dyn FnOnce(SandboxOutcome) + Send>;
 
 /// An execution environment for code pieces. See the [module documentation](self).
 pub trait Sandbox: Send + Sync {
-    /// Starts `job`; `done` receives its outcome exactly once.
+    /// Starts `job` cold, in an environment of its own that loads its code
+    /// and is torn down after it; `done` receives its outcome exactly once.
     fn start(&self, job: SandboxJob, done: Done) -> Result<(), SandboxError>;
+
+    /// Prepares an idle environment and starts loading `code` in it.
+    fn prepare(&self, label: &str, code: CodeLoader) -> Result<EnvId, SandboxError> {
+        let _ = (label, code);
+        Err(SandboxError::Unsupported)
+    }
+
+    /// Runs `job` in the prepared environment `env`, on the code it loaded.
+    fn start_in(&self, env: EnvId, job: SandboxJob, done: Done) -> Result<(), SandboxError> {
+        let _ = (job, done);
+        Err(SandboxError::UnknownEnvironment(env))
+    }
+
+    /// Tears `env` down once its queued jobs are done.
+    fn retire(&self, env: EnvId) {
+        let _ = env;
+    }
 }

@@ -351,8 +351,8 @@ mod broken {
 
     impl Sandbox for Inline {
         fn start(&self, job: SandboxJob, done: Done) -> Result<(), SandboxError> {
-            let SandboxJob { label, piece, mut context, .. } = job;
-            let output = piece.run(&mut context);
+            let SandboxJob { label, code, mut context, .. } = job;
+            let output = code().and_then(|piece| piece.run(&mut context));
             done(SandboxOutcome { label, output, usage: ComputeUsage::default(), context });
             Ok(())
         }
@@ -368,6 +368,37 @@ mod broken {
     #[should_panic(expected = "sandbox/account_entered_and_left")]
     fn sandbox_that_ignores_the_account() {
         testkit::sandbox::check_account_entered_and_left(&Inline);
+    }
+
+    /// Claims warm environments but starts every job cold (loading again).
+    struct ColdEveryTime(ThreadSandbox);
+
+    impl Sandbox for ColdEveryTime {
+        fn start(&self, job: SandboxJob, done: Done) -> Result<(), SandboxError> {
+            self.0.start(job, done)
+        }
+        fn prepare(
+            &self,
+            _: &str,
+            _: resc_core::sandbox::CodeLoader,
+        ) -> Result<resc_core::sandbox::EnvId, SandboxError> {
+            Ok(resc_core::sandbox::EnvId(0))
+        }
+        fn start_in(&self, _: resc_core::sandbox::EnvId, job: SandboxJob, done: Done) -> Result<(), SandboxError> {
+            self.0.start(job, done)
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "sandbox/warm_environment_loads_once")]
+    fn sandbox_that_reloads_in_a_warm_environment() {
+        testkit::sandbox::check_warm_environment_loads_once(&ColdEveryTime(ThreadSandbox::new()));
+    }
+
+    #[test]
+    #[should_panic(expected = "sandbox/retired_environment_refused")]
+    fn sandbox_that_runs_jobs_in_retired_environments() {
+        testkit::sandbox::check_retired_environment_refused(&ColdEveryTime(ThreadSandbox::new()));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::apps::lr::{LrJob, LrResult};
 use crate::apps::{self, CHAIN_TEMPLATE, LR_TEMPLATE};
 use crate::embedded::{
     DataPath, Deployment, EmbeddedPlatform, InvocationReport, PlatformConfig, PlatformError, StartupTrace,
+    WarmStartConfig,
 };
 use crate::metering::{ComponentUsage, Consumption, TimelinePoint, Usage};
 use resc_core::memory::{CacheConfig, CacheStats};
@@ -223,6 +224,10 @@ pub fn run_lr(options: &LrOptions, progress: &mut dyn FnMut(Progress)) -> Result
         size_classes: classes.clone(),
         cache: options.cache,
         data_path: options.data_path,
+        // Both sides start cold, as the baseline's function does: the
+        // comparison is of one invocation's resources, and a warm pool's
+        // idle slots belong to no single invocation.
+        warm: WarmStartConfig::cold(),
         ..PlatformConfig::default()
     };
     let platform = EmbeddedPlatform::new(config, lr_registry())?;

@@ -43,6 +43,21 @@ enum BenchCommand {
     Transport(TransportArgs),
     /// 1 to 50 compute–memory pairs, with and without locality-aware placement.
     Locality(LocalityArgs),
+    /// Scheduler throughput, scaling and stranding; a chain started cold, pre-warmed and warm.
+    Sched(SchedArgs),
+}
+
+#[derive(Debug, Args)]
+struct SchedArgs {
+    /// Print all figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Toy sizes and 1 ms sleeps (for a smoke test, not for figures).
+    #[arg(long)]
+    quick: bool,
+    /// Code load per sandbox environment in the chain, ms.
+    #[arg(long)]
+    load_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +253,24 @@ fn memory_server(args: &MemoryServerArgs) -> Result<(), String> {
     }
 }
 
+/// Runs a benchmark behind a spinner and prints its report as JSON or a table.
+fn run_bench<R: serde::Serialize, E: std::fmt::Display>(
+    json: bool,
+    run: impl FnOnce(&mut dyn FnMut(&str)) -> Result<R, E>,
+    table: fn(&R) -> String,
+) -> Result<(), String> {
+    let bar = ProgressBar::new_spinner();
+    let report = run(&mut |what| bar.set_message(format!("measuring {what}")));
+    bar.finish_and_clear();
+    let report = report.map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
 fn bench_transport(args: &TransportArgs) -> Result<(), String> {
     use resc_reference::bench::transport::{self, RedisTarget, TransportBenchOptions};
     let mut options = TransportBenchOptions::default();
@@ -249,31 +282,22 @@ fn bench_transport(args: &TransportArgs) -> Result<(), String> {
         (None, true) => RedisTarget::Skip,
         (None, false) => RedisTarget::Spawn,
     };
-    let bar = ProgressBar::new_spinner();
-    let report = transport::run(&options, &mut |what| bar.set_message(format!("measuring {what}")));
-    bar.finish_and_clear();
-    let report = report.map_err(|e| e.to_string())?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
-    } else {
-        print!("{}", transport::table(&report));
-    }
-    Ok(())
+    run_bench(args.json, |progress| transport::run(&options, progress), transport::table)
 }
 
 fn bench_locality(args: &LocalityArgs) -> Result<(), String> {
     use resc_reference::bench::locality::{self, LocalityOptions};
     let options = if args.quick { LocalityOptions::quick() } else { LocalityOptions::default() };
-    let bar = ProgressBar::new_spinner();
-    let report = locality::run(&options, &mut |what| bar.set_message(format!("measuring {what}")));
-    bar.finish_and_clear();
-    let report = report.map_err(|e| e.to_string())?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
-    } else {
-        print!("{}", locality::table(&report));
+    run_bench(args.json, |progress| locality::run(&options, progress), locality::table)
+}
+
+fn bench_sched(args: &SchedArgs) -> Result<(), String> {
+    use resc_reference::bench::sched::{self, SchedBenchOptions};
+    let mut options = if args.quick { SchedBenchOptions::quick() } else { SchedBenchOptions::default() };
+    if let Some(load_ms) = args.load_ms {
+        options.load_ms = load_ms;
     }
-    Ok(())
+    run_bench(args.json, |progress| sched::run(&options, progress), sched::table)
 }
 
 fn main() -> ExitCode {
@@ -285,6 +309,7 @@ fn main() -> ExitCode {
         Command::MemoryServer(args) => memory_server(&args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport(&args),
         Command::Bench(BenchCommand::Locality(args)) => bench_locality(&args),
+        Command::Bench(BenchCommand::Sched(args)) => bench_sched(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

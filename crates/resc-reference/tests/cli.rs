@@ -198,3 +198,20 @@ fn bench_locality_json_compares_placements_for_each_pair_count() {
         }
     }
 }
+
+#[test]
+fn bench_sched_json_reports_throughput_stranding_and_the_three_start_up_modes() {
+    let report = json(&resc(&["bench", "sched", "--json", "--quick"]));
+    let rack = &report["scheduler"]["rack"];
+    assert!(rack["placements_per_sec"].as_f64().is_some_and(|r| r > 0.0));
+    assert!(!report["scheduler"]["stranding"].as_array().expect("stranding array").is_empty());
+    let startup = report["startup"].as_array().expect("startup array");
+    let mode = |name: &str| {
+        startup.iter().find(|c| c["mode"] == name).unwrap_or_else(|| panic!("mode {name} missing: {startup:?}"))
+    };
+    // Two measured invocations of 10 components each.
+    assert_eq!(mode("cold")["warm"]["misses"], 20, "cold: every start is cold");
+    assert_eq!(mode("cold+prewarm")["warm"]["prewarm_hits"], 18, "all but the first component pre-warmed");
+    assert_eq!(mode("warm")["warm"]["hits"], 20, "warm: every start finds its sandbox");
+    assert!(report["checks"].as_array().is_some_and(|c| c.len() >= 4));
+}

@@ -7,9 +7,10 @@
 use super::unique_invocation;
 use crate::ids::ComputeId;
 use crate::runtime::{Bindings, CodeError, Context};
-use crate::sandbox::{CodePiece, Sandbox, SandboxJob, SandboxOutcome, ThreadAccount};
+use crate::sandbox::{loaded, CodeLoader, CodePiece, Sandbox, SandboxError, SandboxJob, SandboxOutcome, ThreadAccount};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub fn sandbox_suite(sandbox: &dyn Sandbox) {
     check_account_entered_and_left(sandbox);
     check_account_left_on_panic(sandbox);
     check_concurrent_jobs(sandbox);
+    check_load_failure_delivered(sandbox);
+    check_warm_environment_loads_once(sandbox);
+    check_retired_environment_refused(sandbox);
 }
 
 /// A context for the one compute component of a tiny graph, with `input`.
@@ -54,7 +58,7 @@ fn start(
     check: &str,
 ) -> Receiver<SandboxOutcome> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let job = SandboxJob { label: label.to_owned(), piece: Arc::new(piece), context: context(input), account };
+    let job = SandboxJob { label: label.to_owned(), code: loaded(Arc::new(piece)), context: context(input), account };
     sandbox
         .start(
             job,
@@ -278,4 +282,84 @@ pub fn check_concurrent_jobs(sandbox: &dyn Sandbox) {
         assert_eq!(outcome.label, format!("testkit/many#{i}"), "{CHECK}: outcomes were mixed up between jobs");
         assert_eq!(outcome.output, Ok(vec![i * 2]), "{CHECK}: job {i} produced another job's output");
     }
+}
+
+fn job(label: &str, input: &[u8], code: CodeLoader) -> SandboxJob {
+    SandboxJob { label: label.to_owned(), code, context: context(input), account: None }
+}
+
+fn sender(tx: crossbeam_channel::Sender<SandboxOutcome>) -> crate::sandbox::Done {
+    Box::new(move |outcome| {
+        let _ = tx.send(outcome);
+    })
+}
+
+/// A loader's error is the outcome of a cold start.
+pub fn check_load_failure_delivered(sandbox: &dyn Sandbox) {
+    const CHECK: &str = "sandbox/load_failure_delivered";
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let code: CodeLoader = Arc::new(|| Err(CodeError::failed("cannot load")));
+    sandbox
+        .start(job("testkit/load-fail#0", b"", code), sender(tx))
+        .unwrap_or_else(|e| panic!("{CHECK}: starting a job failed: {e}"));
+    assert_eq!(outcome(&rx, CHECK).output, Err(CodeError::failed("cannot load")), "{CHECK}: the load error was lost");
+    no_second_outcome(&rx, CHECK);
+}
+
+/// A prepared environment loads its code once and runs every job given to
+/// it, in order, on one thread. Skipped by sandboxes without warm environments.
+pub fn check_warm_environment_loads_once(sandbox: &dyn Sandbox) {
+    const CHECK: &str = "sandbox/warm_environment_loads_once";
+    let loads = Arc::new(AtomicUsize::new(0));
+    let counted = loads.clone();
+    let code: CodeLoader = Arc::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let piece: Arc<dyn CodePiece> = Arc::new(|ctx: &mut Context| {
+            Ok([ctx.input(), format!("{:?}", std::thread::current().id()).as_bytes()].concat())
+        });
+        Ok(piece)
+    });
+    let env = match sandbox.prepare("testkit/warm", code.clone()) {
+        Ok(env) => env,
+        Err(SandboxError::Unsupported) => return,
+        Err(e) => panic!("{CHECK}: prepare failed: {e}"),
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for i in 0..3u8 {
+        sandbox
+            .start_in(env, job(&format!("testkit/warm#{i}"), &[i], code.clone()), sender(tx.clone()))
+            .unwrap_or_else(|e| panic!("{CHECK}: start_in failed: {e}"));
+    }
+    let outputs: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            let outcome = outcome(&rx, CHECK);
+            assert_eq!(outcome.label, format!("testkit/warm#{i}"), "{CHECK}: jobs of one environment ran out of order");
+            outcome.output.unwrap_or_else(|e| panic!("{CHECK}: job {i} failed: {e}"))
+        })
+        .collect();
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "{CHECK}: the code was loaded more than once in one environment");
+    assert!(
+        outputs.iter().all(|o| o[1..] == outputs[0][1..]),
+        "{CHECK}: the jobs of one environment ran on different threads"
+    );
+    sandbox.retire(env);
+}
+
+/// A retired environment refuses jobs without calling `done`.
+pub fn check_retired_environment_refused(sandbox: &dyn Sandbox) {
+    const CHECK: &str = "sandbox/retired_environment_refused";
+    let code = loaded(Arc::new(|_: &mut Context| Ok(Vec::new())));
+    let env = match sandbox.prepare("testkit/retired", code.clone()) {
+        Ok(env) => env,
+        Err(SandboxError::Unsupported) => return,
+        Err(e) => panic!("{CHECK}: prepare failed: {e}"),
+    };
+    sandbox.retire(env);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let refused = sandbox.start_in(env, job("testkit/retired#0", b"", code), sender(tx));
+    assert!(
+        matches!(refused, Err(SandboxError::UnknownEnvironment(e)) if e == env),
+        "{CHECK}: a retired environment accepted a job: {refused:?}"
+    );
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "{CHECK}: `done` was called for a refused job");
 }

@@ -5,6 +5,7 @@
 //! absolute figures on shared machines are noise.
 
 pub mod locality;
+pub mod sched;
 pub mod transport;
 
 use serde::Serialize;

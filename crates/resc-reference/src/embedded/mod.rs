@@ -3,6 +3,7 @@
 //! invocations end to end, disaggregated or aggregated into one sandbox.
 
 mod connect;
+mod placer;
 mod provision;
 
 use crate::alloc_meter::{self, AllocationAccount};
@@ -10,6 +11,8 @@ use crate::driver::{Command, Driver, Event};
 use crate::metering::{ComputeTicket, InvocationMeter, Sampler, Usage};
 use connect::{ConnectTiming, Connector};
 use parking_lot::Mutex;
+use placer::Placer;
+pub use placer::{WarmStartConfig, WarmUsage};
 use provision::ClusterProvisioner;
 use resc_core::graph::ResourceGraph;
 use resc_core::ids::{ComputeId, Endpoint, InvocationId, NodeId};
@@ -17,10 +20,8 @@ use resc_core::inproc::{InMemoryTriggerLog, InProcessFabric, InProcessMemory, Th
 use resc_core::memory::{CacheConfig, CacheStats};
 use resc_core::resources::{Resources, GIB};
 use resc_core::runtime::{Bindings, CodeError, Context, MemoryHandle};
-use resc_core::sandbox::{CodeRegistry, Sandbox, SandboxError, SandboxJob, SandboxOutcome};
-use resc_core::scheduler::{
-    ClusterSpec, Placement, PlacementRequest, Pool, PoolAwareScheduler, ScheduleError, Scheduler,
-};
+use resc_core::sandbox::{CodeRegistry, EnvId, Sandbox, SandboxError, SandboxJob, SandboxOutcome};
+use resc_core::scheduler::{ClusterSpec, Placement, PlacementRequest, Pool, ScheduleError};
 use resc_core::size_class::SizeClasses;
 use resc_core::transport::Transport;
 use resc_core::trigger_log::{LogError, TriggerLog, TriggerRecord, TriggerSource};
@@ -51,6 +52,8 @@ pub struct PlatformConfig {
     pub seed: u64,
     /// How compute instances reach memory components.
     pub data_path: DataPath,
+    /// Keep-alive and pre-warming of compute sandboxes.
+    pub warm: WarmStartConfig,
 }
 
 /// How compute instances reach memory components.
@@ -85,6 +88,7 @@ impl Default for PlatformConfig {
             sample_interval: Duration::from_millis(1),
             seed: 0x5eed,
             data_path: DataPath::InProcess,
+            warm: WarmStartConfig::default(),
         }
     }
 }
@@ -188,6 +192,10 @@ pub struct InvocationReport {
     /// How each compute instance got going: its code loading and, with a
     /// network data path, its connections being set up meanwhile.
     pub startup: Vec<StartupTrace>,
+    /// Warm and cold starts during the invocation, and the memory idle warm
+    /// sandboxes held meanwhile (platform-wide: the warm pool serves every
+    /// application; not in `usage`, which is this invocation's own).
+    pub warm: WarmUsage,
 }
 
 /// One compute instance's start, in µs from the moment it was placed.
@@ -218,7 +226,7 @@ impl StartupTrace {
 pub struct EmbeddedPlatform {
     config: PlatformConfig,
     registry: CodeRegistry,
-    scheduler: Arc<Mutex<Box<dyn Scheduler>>>,
+    placer: Arc<Placer>,
     fabric: Arc<InProcessFabric>,
     memory: Arc<BTreeMap<NodeId, Arc<InProcessMemory>>>,
     sandbox: Arc<dyn Sandbox>,
@@ -239,6 +247,8 @@ impl std::fmt::Debug for EmbeddedPlatform {
 /// One compute instance in flight.
 struct Running {
     placement: Placement,
+    /// The sandbox environment it runs in.
+    env: EnvId,
     ticket: ComputeTicket,
     /// Its connection set-up, once done.
     connecting: Option<crossbeam_channel::Receiver<ConnectTiming>>,
@@ -301,13 +311,19 @@ impl EmbeddedPlatform {
             ),
             None => None,
         };
+        let sandbox: Arc<dyn Sandbox> = Arc::new(ThreadSandbox::new());
+        let placer = Arc::new(
+            Placer::new(&cluster, config.seed, sandbox.clone(), config.warm)
+                .map_err(|e| PlatformError::Config(format!("cannot build the scheduler: {e}")))?,
+        );
+        housekeeping(&placer);
         Ok(EmbeddedPlatform {
-            scheduler: Arc::new(Mutex::new(Box::new(PoolAwareScheduler::new(&cluster, config.seed)))),
+            placer,
             config,
             registry,
             fabric,
             memory: Arc::new(memory),
-            sandbox: Arc::new(ThreadSandbox::new()),
+            sandbox,
             log: Arc::new(InMemoryTriggerLog::new()),
             next_invocation: AtomicU64::new(1),
             tcp,
@@ -386,12 +402,13 @@ impl EmbeddedPlatform {
         let graph = deployment.graph.clone();
         let invocation = self.invocation_id();
         let meter = InvocationMeter::new();
+        let warm_before = self.placer.usage();
         let started = Instant::now();
         let sampler = Sampler::start(meter.clone(), self.config.sample_interval);
         let provisioner = Arc::new(ClusterProvisioner::new(
             graph.clone(),
             self.config.size_classes.clone(),
-            self.scheduler.clone(),
+            self.placer.clone(),
             self.memory.clone(),
             meter.clone(),
         ));
@@ -425,6 +442,7 @@ impl EmbeddedPlatform {
             usage: meter.finish(wall),
             cache: run.cache,
             startup: run.startup,
+            warm: self.placer.usage().since(&warm_before),
         })
     }
 
@@ -441,7 +459,7 @@ impl EmbeddedPlatform {
         let graph = deployment.graph.clone();
         let invocation = self.invocation_id();
         let millicores = widest_wave_millicores(&graph);
-        let placement = self.scheduler.lock().place(&PlacementRequest {
+        let placement = self.placer.place(&PlacementRequest {
             app: graph.app().to_owned(),
             component: format!("{}(aggregated)", graph.app()),
             pool: Pool::Balanced,
@@ -451,7 +469,7 @@ impl EmbeddedPlatform {
             peers_on: Vec::new(),
         })?;
         let Some(account) = AllocationAccount::open() else {
-            self.scheduler.lock().release(&placement);
+            self.placer.release(&placement);
             return Err(PlatformError::AccountsExhausted);
         };
         let meter = InvocationMeter::new();
@@ -470,7 +488,7 @@ impl EmbeddedPlatform {
             millicores,
         };
         let result = self.run_aggregated(&sandbox, account, &mut endpoints);
-        self.scheduler.lock().release(&placement);
+        self.placer.release(&placement);
         let wall = self.tear_down(&bindings, &endpoints, started, sampler);
         let (outputs, compute_wall) = result?;
         self.log.complete(invocation)?;
@@ -483,6 +501,7 @@ impl EmbeddedPlatform {
             usage: meter.finish(wall),
             cache: CacheStats::default(),
             startup: Vec::new(),
+            warm: WarmUsage::default(),
         })
     }
 
@@ -514,7 +533,7 @@ impl EmbeddedPlatform {
         let entry = graph.entry_points().next().unwrap_or(ComputeId(0));
         let job = SandboxJob {
             label: format!("{}(aggregated)", graph.app()),
-            piece: Arc::new(piece),
+            code: resc_core::sandbox::loaded(Arc::new(piece)),
             context: Context::new(run.bindings.clone(), entry, 0, Vec::new()),
             account: Some(account),
         };
@@ -571,6 +590,20 @@ impl EmbeddedPlatform {
             reason: e.to_string(),
         }
     }
+}
+
+/// Expires warm sandboxes on time, between the platform's own events, for
+/// as long as the platform lives.
+fn housekeeping(placer: &Arc<Placer>) {
+    const TICK: Duration = Duration::from_millis(100);
+    let placer = Arc::downgrade(placer);
+    let _ = std::thread::Builder::new().name("resc-housekeeping".into()).spawn(move || loop {
+        std::thread::sleep(TICK);
+        match placer.upgrade() {
+            Some(placer) => placer.tick(),
+            None => return,
+        }
+    });
 }
 
 /// What one aggregated invocation runs with.
@@ -769,7 +802,13 @@ impl Invocation<'_> {
         let slot = self.platform.config.size_classes.compute_slot();
         let peers_on = self.graph.peers(component).iter().filter_map(|p| self.nodes.get(p).copied()).collect();
         let triggered_from = self.graph.triggered_by(component).first().and_then(|p| self.nodes.get(p).copied());
-        let placement = self.platform.scheduler.lock().place(&PlacementRequest {
+        let code = self
+            .platform
+            .registry
+            .loader(&spec.code)
+            .map_err(|source| PlatformError::Deploy { app: self.graph.app().to_owned(), source })?;
+        let placer = &self.platform.placer;
+        let start = placer.start(&PlacementRequest {
             app: self.graph.app().to_owned(),
             component: spec.name.clone(),
             pool: Pool::Compute,
@@ -778,17 +817,25 @@ impl Invocation<'_> {
             triggered_from,
             peers_on,
         })?;
+        let placement = start.placement;
         self.nodes.insert(component, placement.node);
-        let Some(account) = AllocationAccount::open() else {
-            self.platform.scheduler.lock().release(&placement);
-            return Err(PlatformError::AccountsExhausted);
+        let label = format!("{}#{instance}", spec.name);
+        // A warm start runs in the environment kept for it; a cold one
+        // prepares an environment, which loads the code.
+        let env = match start.env {
+            Some(env) => env,
+            None => match self.platform.sandbox.prepare(&label, code.clone()) {
+                Ok(env) => env,
+                Err(e) => {
+                    placer.release(&placement);
+                    return Err(e.into());
+                }
+            },
         };
-        let piece = match self.platform.registry.get(&spec.code) {
-            Ok(piece) => piece,
-            Err(source) => {
-                self.platform.scheduler.lock().release(&placement);
-                return Err(PlatformError::Deploy { app: self.graph.app().to_owned(), source });
-            }
+        let Some(account) = AllocationAccount::open() else {
+            placer.release(&placement);
+            self.platform.sandbox.retire(env);
+            return Err(PlatformError::AccountsExhausted);
         };
         let ticket = self.meter.compute_started(&spec.name, slot, spec.millicores, account.clone());
         let placed = Instant::now();
@@ -802,9 +849,10 @@ impl Invocation<'_> {
             connecting = self.platform.connector.as_ref().and_then(|c| c.connect(transport.clone(), nodes, placed));
             context = context.with_transport(transport);
         }
-        let job = SandboxJob { label: format!("{}#{instance}", spec.name), piece, context, account: Some(account) };
+        let job = SandboxJob { label, code, context, account: Some(account) };
         let tx = self.channel.0.clone();
-        let started = self.platform.sandbox.start(
+        let started = self.platform.sandbox.start_in(
+            env,
             job,
             Box::new(move |outcome| {
                 let _ = tx.send((component, instance, outcome));
@@ -812,15 +860,32 @@ impl Invocation<'_> {
         );
         match started {
             Ok(()) => {
-                self.running.insert((component, instance), Running { placement, ticket, connecting });
+                self.running.insert((component, instance), Running { placement, env, ticket, connecting });
+                self.prewarm_next(component, placement.node);
                 Ok(())
             }
             Err(e) => {
-                self.platform.scheduler.lock().release(&placement);
+                placer.release(&placement);
+                self.platform.sandbox.retire(env);
                 self.meter.compute_finished(ticket, Duration::ZERO);
                 Err(e.into())
             }
         }
+    }
+
+    /// While `component` runs on `node`, warms what it triggers near it.
+    fn prewarm_next(&self, component: ComputeId, node: NodeId) {
+        let classes = &self.platform.config.size_classes;
+        let targets = resc_sched::warm::PrewarmTarget::triggered_by(&self.graph, component, classes);
+        if targets.is_empty() {
+            return;
+        }
+        let graph = &self.graph;
+        let registry = &self.platform.registry;
+        self.platform.placer.prewarm_next(graph.app(), &targets, node, |name| {
+            let Some(resc_core::graph::ComponentRef::Compute(id)) = graph.find(name) else { return None };
+            registry.loader(&graph.compute(id).code).ok()
+        });
     }
 
     /// The nodes holding physical components of the memory components
@@ -843,7 +908,8 @@ impl Invocation<'_> {
 
     fn finish(&mut self, component: ComputeId, instance: u32, outcome: &SandboxOutcome) {
         if let Some(running) = self.running.remove(&(component, instance)) {
-            self.platform.scheduler.lock().release(&running.placement);
+            let name = &self.graph.compute(component).name;
+            self.platform.placer.finish(self.graph.app(), name, running.placement, running.env);
             self.meter.compute_finished(running.ticket, outcome.usage.cpu);
             let connected = running.connecting.and_then(|c| c.recv().ok());
             let us = |d: Duration| d.as_secs_f64() * 1e6;

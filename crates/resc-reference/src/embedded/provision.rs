@@ -1,6 +1,7 @@
 //! Growth of memory components on the embedded cluster: size classes,
 //! budget cap, pool-aware placement, allocation and metering.
 
+use super::placer::Placer;
 use crate::alloc_meter;
 use crate::metering::{InvocationMeter, PhysicalTicket};
 use parking_lot::Mutex;
@@ -10,7 +11,7 @@ use resc_core::inproc::InProcessMemory;
 use resc_core::memory::{ProvisionError, Provisioner};
 use resc_core::pool::MemoryPool;
 use resc_core::resources::Resources;
-use resc_core::scheduler::{Placement, PlacementRequest, Pool, Scheduler};
+use resc_core::scheduler::{Placement, PlacementRequest, Pool};
 use resc_core::size_class::SizeClasses;
 use resc_core::transport::RemoteRegion;
 use std::collections::{BTreeMap, HashMap};
@@ -26,7 +27,7 @@ struct Held {
 pub(crate) struct ClusterProvisioner {
     graph: Arc<ResourceGraph>,
     classes: SizeClasses,
-    scheduler: Arc<Mutex<Box<dyn Scheduler>>>,
+    scheduler: Arc<Placer>,
     memory: Arc<BTreeMap<NodeId, Arc<InProcessMemory>>>,
     meter: Arc<InvocationMeter>,
     held: Mutex<Held>,
@@ -36,7 +37,7 @@ impl ClusterProvisioner {
     pub(crate) fn new(
         graph: Arc<ResourceGraph>,
         classes: SizeClasses,
-        scheduler: Arc<Mutex<Box<dyn Scheduler>>>,
+        scheduler: Arc<Placer>,
         memory: Arc<BTreeMap<NodeId, Arc<InProcessMemory>>>,
         meter: Arc<InvocationMeter>,
     ) -> Self {
@@ -79,8 +80,7 @@ impl ClusterProvisioner {
             triggered_from: None,
             peers_on: Vec::new(),
         };
-        let placement =
-            self.scheduler.lock().place(&request).map_err(|_| ProvisionError::NoCapacity { requested: class })?;
+        let placement = self.scheduler.place(&request).map_err(|_| ProvisionError::NoCapacity { requested: class })?;
         let allocated = match self.memory.get(&placement.node) {
             Some(node) => node.allocate(class).map_err(ProvisionError::from),
             None => Err(ProvisionError::NoCapacity { requested: class }),
@@ -88,7 +88,7 @@ impl ClusterProvisioner {
         let region = match allocated {
             Ok(region) => region,
             Err(e) => {
-                self.scheduler.lock().release(&placement);
+                self.scheduler.release(&placement);
                 return Err(e);
             }
         };
@@ -110,7 +110,7 @@ impl ClusterProvisioner {
             // would mean it is already gone, and there is nothing more to free.
             let _ = node.free(region);
         }
-        self.scheduler.lock().release(&placement);
+        self.scheduler.release(&placement);
         self.meter.physical_freed(ticket);
     }
 }
