@@ -86,3 +86,26 @@ fn kept_alive_sandboxes_expire() {
     assert_eq!(second.warm.hits, 0, "a keep-alive of 1 ms is over by the next invocation");
     assert_eq!(loads.load(Ordering::SeqCst), 20);
 }
+
+#[test]
+fn the_invocation_history_pre_warms_the_first_component_before_it_is_needed() {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let config = WarmStartConfig {
+        keep_alive: Duration::ZERO,
+        prewarm_next: false,
+        prewarm_predicted: true,
+        predict_lead: Duration::from_millis(300),
+        ..WarmStartConfig::default()
+    };
+    let (platform, deployment) = chain(config, &loads);
+    // Invocations every 400 ms: after two, the next arrival is predicted and
+    // the first component is pre-warmed 300 ms ahead of it.
+    let mut predicted_hits = 0;
+    for _ in 0..6 {
+        let report = platform.invoke(&deployment, b"x").expect("invocation");
+        predicted_hits += report.warm.prewarm_hits;
+        assert!(report.warm.misses >= 9, "nothing but the first component is pre-warmed");
+        std::thread::sleep(Duration::from_millis(400).saturating_sub(report.wall));
+    }
+    assert!(predicted_hits >= 2, "the first component started on a predicted pre-warm {predicted_hits} times of 4");
+}

@@ -366,6 +366,14 @@ impl EmbeddedPlatform {
                 });
             }
         }
+        let entries = graph
+            .entry_points()
+            .filter_map(|id| {
+                let code = self.registry.loader(&graph.compute(id).code).ok()?;
+                Some((resc_sched::warm::PrewarmTarget::compute(&graph, id, classes), code))
+            })
+            .collect();
+        self.placer.deployed(graph.app(), entries);
         Ok(Deployment { graph: Arc::new(graph) })
     }
 

@@ -29,6 +29,13 @@ pub struct WarmStartConfig {
     pub prewarm_next: bool,
     /// How long a pre-warmed sandbox waits for its run before it is torn down.
     pub prewarm_ttl: Duration,
+    /// Whether each application's first components are pre-warmed ahead of
+    /// the arrival its invocation history predicts (an EMA of inter-arrival
+    /// times).
+    pub prewarm_predicted: bool,
+    /// How long before a predicted arrival to pre-warm; keep it above the
+    /// housekeeping tick (100 ms) and below `prewarm_ttl`.
+    pub predict_lead: Duration,
 }
 
 impl Default for WarmStartConfig {
@@ -38,6 +45,8 @@ impl Default for WarmStartConfig {
             keep_alive: Duration::from_secs(600),
             prewarm_next: true,
             prewarm_ttl: Duration::from_secs(10),
+            prewarm_predicted: true,
+            predict_lead: Duration::from_millis(500),
         }
     }
 }
@@ -45,7 +54,7 @@ impl Default for WarmStartConfig {
 impl WarmStartConfig {
     /// No keep-alive and no pre-warming: every instance starts cold.
     pub fn cold() -> Self {
-        WarmStartConfig { keep_alive: Duration::ZERO, prewarm_next: false, ..Self::default() }
+        WarmStartConfig { keep_alive: Duration::ZERO, prewarm_next: false, prewarm_predicted: false, ..Self::default() }
     }
 }
 
@@ -92,6 +101,8 @@ struct State {
     sched: WarmScheduler<TwoLevelScheduler>,
     /// The environment behind each warm sandbox.
     envs: HashMap<SandboxId, EnvId>,
+    /// Per application, the code of its first components (for predicted pre-warms).
+    entry_code: HashMap<String, HashMap<String, CodeLoader>>,
 }
 
 /// Where physical components go, and which sandbox environments are warm.
@@ -124,8 +135,10 @@ impl Placer {
         // only kept when the platform's keep-alive is non-zero (see `finish`).
         let keep_alive = if config.keep_alive.is_zero() { config.prewarm_ttl } else { config.keep_alive };
         let warm = WarmConfig { keep_alive: millis(keep_alive) };
-        let sched = WarmScheduler::new(scheduler, warm, PredictorConfig::default());
-        Ok(Placer { state: Mutex::new(State { sched, envs: HashMap::new() }), sandbox, config, epoch: Instant::now() })
+        let predictor = PredictorConfig { lead: millis(config.predict_lead), ..PredictorConfig::default() };
+        let sched = WarmScheduler::new(scheduler, warm, predictor);
+        let state = State { sched, envs: HashMap::new(), entry_code: HashMap::new() };
+        Ok(Placer { state: Mutex::new(state), sandbox, config, epoch: Instant::now() })
     }
 
     fn now(&self) -> Millis {
@@ -203,12 +216,34 @@ impl Placer {
         }
     }
 
-    /// Tears down what expired by now; the platform's housekeeping calls it
+    /// Learns an application's first components and their code, so that
+    /// its invocation history can pre-warm them.
+    pub(crate) fn deployed(&self, app: &str, entries: Vec<(PrewarmTarget, CodeLoader)>) {
+        let mut state = self.state.lock();
+        let code = entries.iter().map(|(t, code)| (t.component.clone(), code.clone())).collect();
+        state.entry_code.insert(app.to_owned(), code);
+        state.sched.predictor_mut().register(app, entries.into_iter().map(|(t, _)| t).collect());
+    }
+
+    /// Tears down what expired by now and pre-warms first components whose
+    /// predicted arrival is near; the platform's housekeeping calls it
     /// between events.
     pub(crate) fn tick(&self) {
         let now = self.now();
         let mut state = self.state.lock();
         self.expire(&mut state, now);
+        if !self.config.prewarm_predicted {
+            return;
+        }
+        for action in state.sched.due_prewarms(now) {
+            let Some(code) = state.entry_code.get(&action.app).and_then(|c| c.get(&action.component)).cloned() else {
+                continue;
+            };
+            let Ok((id, _)) = state.sched.prewarm(&action, now) else { continue };
+            if let Ok(env) = self.sandbox.prepare(&format!("{}~", action.component), code) {
+                state.envs.insert(id, env);
+            }
+        }
     }
 
     /// Counters so far, and the idle memory the warm pool has held.
