@@ -3,9 +3,11 @@
 //! # Contract
 //!
 //! - [`Scheduler::place`] puts a physical component on a node of the
-//!   requested [`Pool`] whose free capacity in that pool covers the demand,
-//!   and reserves it; it never over-commits a node, and fails with
-//!   [`ScheduleError::NoCapacity`] when, and only when, no node of the pool fits.
+//!   requested [`Pool`] and reserves at least the demand there
+//!   ([`Placement::demand`]: a scheduler may round it up, to size classes for
+//!   example); it never over-commits a node, and fails with
+//!   [`ScheduleError::NoCapacity`] when, and only when, no node of the pool
+//!   has room for that reservation.
 //! - [`Scheduler::release`] returns exactly what a placement reserved.
 //! - Placement is deterministic for a given scheduler state and request
 //!   sequence (randomness, if any, comes from a seeded generator).

@@ -1,7 +1,10 @@
 //! Size classes: the fixed sizes physical components come in.
 //!
-//! Fixed sizes keep stranding bounded (at most the largest class per node) and
-//! internal fragmentation bounded (at most the smallest class per component).
+//! Fixed sizes keep stranding bounded (at most the largest class per node).
+//! Rounding up costs internal fragmentation: [`SizeClasses::decompose`] takes
+//! whole largest classes, then the smallest class that holds the rest, so a
+//! component wastes less than that rest (under half its last physical
+//! component when each class doubles the one before).
 
 use crate::resources::{format_bytes, GIB, MIB};
 use serde::{Deserialize, Serialize};
