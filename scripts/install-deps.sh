@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the workspace needs to build and test, if missing:
 # libibverbs-dev, cmake and libclang-dev build the `verbs` feature (bindgen);
-# redis-server is the baseline the transport benchmark and its test run against.
+# redis-server is the baseline the transport benchmark and its test run against;
+# nats-server (run with -js) hosts the JetStream trigger log its tests run against.
 set -euo pipefail
-packages=(libibverbs-dev cmake libclang-dev redis-server)
+packages=(libibverbs-dev cmake libclang-dev redis-server nats-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -10,7 +10,7 @@ use resc_core::pool::MemoryPool;
 use resc_core::resources::MIB;
 use resc_core::scheduler::{ClusterSpec, PoolAwareScheduler, Scheduler};
 use resc_core::testkit;
-use resc_core::trigger_log::TriggerLog;
+use resc_core::trigger_log::{LogError, TriggerLog};
 use std::sync::Arc;
 
 /// A memory node of 16 MiB (the pool checks fill it) and a fabric reaching it.
@@ -148,8 +148,36 @@ each_check!(
         check_complete_removes_from_pending,
         check_pending_in_first_append_order,
         check_unknown_invocation_has_no_records,
+        check_read_from_in_position_order,
+        check_read_from_pages,
+        check_concurrent_appends,
+        check_large_payloads,
+        check_many_invocations,
     ],
     |log: &InMemoryTriggerLog| assert!(log.pending().unwrap().is_empty(), "the check left invocations pending")
+);
+
+/// Opens a trigger log by name.
+type OpenLog = fn(&str) -> Result<Box<dyn TriggerLog>, LogError>;
+
+/// Fresh in-memory logs, one per name (they cannot be reopened).
+fn in_memory_logs() -> testkit::trigger_log::Volatile<OpenLog> {
+    testkit::trigger_log::Volatile(|_| Ok(Box::new(InMemoryTriggerLog::new())))
+}
+
+each_check!(
+    trigger_log_fresh,
+    trigger_log,
+    (factory) = (Arc::new(in_memory_logs()),),
+    [
+        check_fresh_log_is_empty,
+        check_truncate_drops_prefix,
+        check_truncate_past_end,
+        check_truncate_completed_keeps_pending,
+        check_reopen_keeps_state,
+        check_reopen_keeps_truncation,
+    ],
+    |_: &testkit::trigger_log::Volatile<_>| ()
 );
 
 /// The suites, whole, each on fresh backends: every check of a suite also
@@ -185,8 +213,9 @@ mod suites {
 
     #[test]
     fn trigger_log_suite() {
+        testkit::trigger_log::trigger_log_suite(&in_memory_logs());
         let log = InMemoryTriggerLog::new();
-        testkit::trigger_log::trigger_log_suite(&log);
+        testkit::trigger_log::shared_log_suite(&log);
         assert!(log.pending().unwrap().is_empty(), "the suite left invocations pending");
     }
 }
@@ -201,7 +230,7 @@ mod broken {
     use resc_core::sandbox::{ComputeUsage, Done, Sandbox, SandboxError, SandboxJob, SandboxOutcome};
     use resc_core::scheduler::{Placement, PlacementRequest, Pool, ScheduleError};
     use resc_core::transport::{BatchError, Message, RemoteOp, RemoteRegion, Transport, TransportError};
-    use resc_core::trigger_log::{LogError, LogPosition, TriggerRecord};
+    use resc_core::trigger_log::{LogPosition, ReadBatch, TriggerRecord};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
@@ -407,7 +436,8 @@ mod broken {
         testkit::sandbox::check_cpu_time_measured(&Inline);
     }
 
-    /// Lists pending invocations newest first, and cuts payloads at 64 KiB.
+    /// Lists pending invocations newest first, cuts payloads at 64 KiB, and
+    /// skips a record between full pages.
     struct Reordering(InMemoryTriggerLog);
 
     impl TriggerLog for Reordering {
@@ -425,6 +455,63 @@ mod broken {
         fn pending(&self) -> Result<Vec<InvocationId>, LogError> {
             self.0.pending().map(|p| p.into_iter().rev().collect())
         }
+        fn read_from(&self, from: LogPosition, max: usize) -> Result<ReadBatch, LogError> {
+            // Skips one record between pages.
+            let mut batch = self.0.read_from(from, max)?;
+            if let Some((last, _)) = batch.records.last() {
+                if batch.records.len() == max {
+                    batch.next = LogPosition(last.0 + 2);
+                }
+            }
+            Ok(batch)
+        }
+        fn truncate(&self, before: LogPosition) -> Result<(), LogError> {
+            self.0.truncate(before)
+        }
+    }
+
+    /// Truncates, but never clamps to the end of the log.
+    struct Unclamped(InMemoryTriggerLog, std::sync::atomic::AtomicU64);
+
+    impl TriggerLog for Unclamped {
+        fn append(&self, record: &TriggerRecord) -> Result<LogPosition, LogError> {
+            let at = self.0.append(record)?;
+            if at.0 < self.1.load(Ordering::Relaxed) {
+                // Hidden below the unclamped start.
+                self.0.complete(record.invocation)?;
+            }
+            Ok(at)
+        }
+        fn records(&self, invocation: InvocationId) -> Result<Vec<(LogPosition, TriggerRecord)>, LogError> {
+            self.0.records(invocation)
+        }
+        fn complete(&self, invocation: InvocationId) -> Result<(), LogError> {
+            self.0.complete(invocation)
+        }
+        fn pending(&self) -> Result<Vec<InvocationId>, LogError> {
+            self.0.pending()
+        }
+        fn read_from(&self, from: LogPosition, max: usize) -> Result<ReadBatch, LogError> {
+            self.0.read_from(from, max)
+        }
+        fn truncate(&self, before: LogPosition) -> Result<(), LogError> {
+            self.1.fetch_max(before.0, Ordering::Relaxed);
+            self.0.truncate(before)
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "trigger_log/read_from_pages")]
+    fn log_that_skips_records_between_pages() {
+        testkit::trigger_log::check_read_from_pages(&Reordering(InMemoryTriggerLog::new()));
+    }
+
+    #[test]
+    #[should_panic(expected = "trigger_log/truncate_past_end")]
+    fn log_that_does_not_clamp_truncation() {
+        testkit::trigger_log::check_truncate_past_end(&testkit::trigger_log::Volatile(|_: &str| {
+            Ok(Box::new(Unclamped(InMemoryTriggerLog::new(), AtomicU64::new(0))) as Box<dyn TriggerLog>)
+        }));
     }
 
     #[test]

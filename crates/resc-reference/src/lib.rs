@@ -58,3 +58,4 @@ pub mod driver;
 pub mod embedded;
 pub mod metering;
 pub mod svg;
+pub mod trigger_log;
