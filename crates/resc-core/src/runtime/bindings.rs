@@ -200,6 +200,21 @@ impl Bindings {
         }
     }
 
+    /// Discards a memory component that was lost: frees what is left of its
+    /// physical components and forgets it, so that its next access starts it
+    /// again, empty, even after its span ended. Channels opened on the old
+    /// component fail with `Released`.
+    pub fn reset(&self, id: MemoryId) {
+        let handle = {
+            let mut spans = self.spans.lock();
+            spans.ended.remove(&id);
+            spans.open.remove(&id)
+        };
+        if let Some(handle) = handle {
+            handle.release();
+        }
+    }
+
     /// Ends every span, open or not yet started (the invocation is over or failed).
     pub fn end_all(&self) {
         let handles: Vec<MemoryHandle> = {

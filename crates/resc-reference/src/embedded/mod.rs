@@ -3,23 +3,25 @@
 //! invocations end to end, disaggregated or aggregated into one sandbox.
 
 mod connect;
+mod faults;
 mod placer;
 mod provision;
 
 use crate::alloc_meter::{self, AllocationAccount};
-use crate::driver::{Command, Driver, Event};
+use crate::driver::{Command, Driver, Event, Loss};
 use crate::metering::{ComputeTicket, InvocationMeter, Sampler, Usage};
 use connect::{ConnectTiming, Connector};
+pub use faults::{Fault, FaultCounts, FaultPlan};
 use parking_lot::Mutex;
 use placer::Placer;
 pub use placer::{WarmStartConfig, WarmUsage};
 use provision::ClusterProvisioner;
 use resc_core::graph::ResourceGraph;
-use resc_core::ids::{ComputeId, Endpoint, InvocationId, NodeId};
+use resc_core::ids::{ComputeId, Endpoint, InvocationId, MemoryId, NodeId};
 use resc_core::inproc::{InMemoryTriggerLog, InProcessFabric, InProcessMemory, ThreadSandbox};
 use resc_core::memory::{CacheConfig, CacheStats};
 use resc_core::resources::{Resources, GIB};
-use resc_core::runtime::{Bindings, CodeError, Context, MemoryHandle};
+use resc_core::runtime::{Bindings, ChannelError, CodeError, Context, MemoryHandle};
 use resc_core::sandbox::{CodeRegistry, EnvId, Sandbox, SandboxError, SandboxJob, SandboxOutcome};
 use resc_core::scheduler::{ClusterSpec, Placement, PlacementRequest, Pool, ScheduleError};
 use resc_core::size_class::SizeClasses;
@@ -236,6 +238,8 @@ pub struct EmbeddedPlatform {
     tcp: Option<(Arc<Directory>, Vec<Arc<TcpNodeServer>>)>,
     /// With [`DataPath::Tcp`]: sets up new instances' connections.
     connector: Option<Connector>,
+    /// Failures to inject, if any.
+    faults: Option<Arc<FaultPlan>>,
 }
 
 impl std::fmt::Debug for EmbeddedPlatform {
@@ -247,6 +251,8 @@ impl std::fmt::Debug for EmbeddedPlatform {
 /// One compute instance in flight.
 struct Running {
     placement: Placement,
+    /// Killed by an injected fault: its end is reported as a lost compute component.
+    killed: bool,
     /// The sandbox environment it runs in.
     env: EnvId,
     ticket: ComputeTicket,
@@ -254,7 +260,8 @@ struct Running {
     connecting: Option<crossbeam_channel::Receiver<ConnectTiming>>,
 }
 
-type Completion = (ComputeId, u32, SandboxOutcome);
+/// A finished instance: its component, instance and attempt, and its outcome.
+type Completion = (ComputeId, u32, u32, SandboxOutcome);
 
 /// Where the aggregated sandbox leaves the invocation's outputs, or the
 /// component that failed.
@@ -328,7 +335,15 @@ impl EmbeddedPlatform {
             next_invocation: AtomicU64::new(1),
             tcp,
             connector,
+            faults: None,
         })
+    }
+
+    /// Injects the failures `plan` lists as compute instances start (for
+    /// fault campaigns); the platform recovers from them.
+    pub fn with_fault_plan(mut self, plan: Arc<FaultPlan>) -> Self {
+        self.faults = Some(plan);
+        self
     }
 
     /// Uses another trigger log (for example a durable one).
@@ -430,6 +445,7 @@ impl EmbeddedPlatform {
             bindings: bindings.clone(),
             meter: meter.clone(),
             running: HashMap::new(),
+            lost_memory: Vec::new(),
             nodes: HashMap::new(),
             channel: crossbeam_channel::unbounded(),
             compute_wall: Duration::ZERO,
@@ -702,7 +718,8 @@ fn aggregated_piece(run: AggregatedPiece) -> impl Fn(&mut Context) -> Result<Vec
             let mut wave = Vec::new();
             for command in std::mem::take(&mut queue) {
                 match command {
-                    Command::Start { component, instance, inputs } => wave.push((component, instance, inputs)),
+                    Command::Start { component, instance, inputs, .. } => wave.push((component, instance, inputs)),
+                    Command::Reset { memory } => run.bindings.reset(memory),
                     Command::EndSpan { memory } => run.bindings.end_span(memory),
                     Command::Complete { outputs } => *run.result.lock() = Some(Ok(outputs)),
                     Command::Abort { .. } => {}
@@ -710,7 +727,10 @@ fn aggregated_piece(run: AggregatedPiece) -> impl Fn(&mut Context) -> Result<Vec
             }
             for (component, instance, output) in run.run_wave(wave) {
                 match output {
-                    Ok(output) => queue.extend(driver.handle(Event::Finished { component, instance, output })),
+                    Ok(output) => {
+                        let attempt = driver.attempt(component);
+                        queue.extend(driver.handle(Event::Finished { component, instance, attempt, output }));
+                    }
                     Err(e) => {
                         *run.result.lock() = Some(Err((component, e.clone())));
                         return Err(e);
@@ -729,7 +749,9 @@ struct Invocation<'p> {
     invocation: InvocationId,
     bindings: Arc<Bindings>,
     meter: Arc<InvocationMeter>,
-    running: HashMap<(ComputeId, u32), Running>,
+    running: HashMap<(ComputeId, u32, u32), Running>,
+    /// Memory components lost (killed) since the driver last heard.
+    lost_memory: Vec<MemoryId>,
     /// Where each component's instances last ran (for locality).
     nodes: HashMap<ComputeId, NodeId>,
     channel: (crossbeam_channel::Sender<Completion>, crossbeam_channel::Receiver<Completion>),
@@ -755,13 +777,14 @@ impl Invocation<'_> {
         loop {
             for command in std::mem::take(&mut queue) {
                 match command {
-                    Command::Start { component, instance, inputs } => {
+                    Command::Start { component, instance, attempt, inputs } => {
                         if failure.is_none() {
-                            if let Err(e) = self.start(component, instance, inputs) {
+                            if let Err(e) = self.start(component, instance, attempt, inputs) {
                                 failure = Some(e);
                             }
                         }
                     }
+                    Command::Reset { memory } => self.bindings.reset(memory),
                     Command::EndSpan { memory } => self.bindings.end_span(memory),
                     Command::Complete { outputs } => return Ok(outputs),
                     Command::Abort { component, reason } => {
@@ -774,19 +797,29 @@ impl Invocation<'_> {
                     }
                 }
             }
+            // Losses found while starting instances (injected, or a missed heartbeat).
+            if failure.is_none() {
+                for memory in std::mem::take(&mut self.lost_memory) {
+                    queue.extend(driver.lose_memory(memory));
+                }
+                if !queue.is_empty() {
+                    continue;
+                }
+            }
             if self.running.is_empty() {
                 // Nothing left that could make progress.
                 return Err(failure.unwrap_or_else(|| PlatformError::Config("the invocation stalled".into())));
             }
-            let Ok((component, instance, outcome)) = self.channel.1.recv() else {
+            let Ok((component, instance, attempt, outcome)) = self.channel.1.recv() else {
                 return Err(PlatformError::Config("sandbox completions channel closed".into()));
             };
-            self.finish(component, instance, &outcome);
-            if failure.is_some() {
-                continue;
+            let killed = self.finish(component, instance, attempt, &outcome);
+            if failure.is_some() || attempt != driver.attempt(component) {
+                continue; // stopping, or an instance already discarded
             }
-            let event = match outcome.output {
-                Ok(output) => {
+            let event = match (killed, outcome.output) {
+                (true, _) => Event::Lost { component, instance, attempt, loss: Loss::Compute },
+                (false, Ok(output)) => {
                     let logged = log.append(&TriggerRecord {
                         invocation: self.invocation,
                         source: TriggerSource::Component { component, instance },
@@ -797,15 +830,84 @@ impl Invocation<'_> {
                         continue;
                     }
                     self.triggers += self.graph.triggers(component).len();
-                    Event::Finished { component, instance, output }
+                    Event::Finished { component, instance, attempt, output }
                 }
-                Err(e) => Event::Failed { component, instance, reason: e.to_string() },
+                (false, Err(e)) => match self.lost_memory_of(&e) {
+                    Some(memory) => Event::Lost { component, instance, attempt, loss: Loss::Memory(memory) },
+                    None => Event::Failed { component, instance, attempt, reason: e.to_string() },
+                },
             };
             queue = driver.handle(event);
         }
     }
 
-    fn start(&mut self, component: ComputeId, instance: u32, inputs: Vec<Vec<u8>>) -> Result<(), PlatformError> {
+    /// The memory component whose loss an instance's error reports: the
+    /// transport could not reach its physical components. `None`: the
+    /// code's own failure (a component it released itself included).
+    fn lost_memory_of(&self, error: &CodeError) -> Option<MemoryId> {
+        let CodeError::Channel(ChannelError::Transport { component, .. }) = error else { return None };
+        match self.graph.find(component)? {
+            resc_core::graph::ComponentRef::Memory(memory) => Some(memory),
+            resc_core::graph::ComponentRef::Compute(_) => None,
+        }
+    }
+
+    /// Applies the fault the plan has for this start, if any; returns
+    /// whether the starting instance is to die.
+    fn inject(&mut self, node: NodeId) -> Option<Fault> {
+        let plan = self.platform.faults.clone()?;
+        let fault = plan.next()?;
+        match fault {
+            Fault::KillCompute { .. } => {}
+            Fault::KillMemory { pick } => {
+                let live = self.live_memory();
+                let memory = *live.get(pick % live.len().max(1))?;
+                self.kill_memory(memory, |_| true);
+            }
+            Fault::KillNode => {
+                for memory in self.live_memory() {
+                    self.kill_memory(memory, |n| n == node);
+                }
+                for running in self.running.values_mut().filter(|r| r.placement.node == node) {
+                    running.killed = true;
+                }
+            }
+        }
+        plan.applied(fault);
+        Some(fault)
+    }
+
+    /// Memory components that hold physical components now.
+    fn live_memory(&self) -> Vec<MemoryId> {
+        (0..self.graph.memory_components().len() as u32)
+            .map(MemoryId)
+            .filter(|&m| matches!(self.bindings.existing_memory(m), Some(MemoryHandle::Remote(v)) if v.address_map().regions().next().is_some()))
+            .collect()
+    }
+
+    /// Frees `memory`'s physical components on the nodes `on` accepts, as
+    /// their node's death would; the driver hears of it as from a heartbeat.
+    fn kill_memory(&mut self, memory: MemoryId, on: impl Fn(NodeId) -> bool) {
+        let Some(MemoryHandle::Remote(component)) = self.bindings.existing_memory(memory) else { return };
+        let mut killed = false;
+        for region in component.address_map().regions().filter(|r| on(r.node)) {
+            if let Some(node) = self.platform.memory.get(&region.node) {
+                use resc_core::pool::MemoryPool;
+                killed |= node.free(region).is_ok();
+            }
+        }
+        if killed {
+            self.lost_memory.push(memory);
+        }
+    }
+
+    fn start(
+        &mut self,
+        component: ComputeId,
+        instance: u32,
+        attempt: u32,
+        inputs: Vec<Vec<u8>>,
+    ) -> Result<(), PlatformError> {
         let spec = self.graph.compute(component);
         let slot = self.platform.config.size_classes.compute_slot();
         let peers_on = self.graph.peers(component).iter().filter_map(|p| self.nodes.get(p).copied()).collect();
@@ -849,12 +951,23 @@ impl Invocation<'_> {
         let placed = Instant::now();
         let mut context = Context::new(self.bindings.clone(), component, instance, inputs);
         let mut connecting = None;
+        let mut transport: Arc<dyn Transport> = self.platform.fabric.clone();
         if let Some((directory, _)) = &self.platform.tcp {
             // The placement answer says where this instance's memory lives:
             // connect to those nodes now, while the sandbox loads the code.
-            let transport = Arc::new(TcpTransport::new(directory.clone()));
+            let tcp = Arc::new(TcpTransport::new(directory.clone()));
             let nodes = self.memory_nodes(component);
-            connecting = self.platform.connector.as_ref().and_then(|c| c.connect(transport.clone(), nodes, placed));
+            connecting = self.platform.connector.as_ref().and_then(|c| c.connect(tcp.clone(), nodes, placed));
+            transport = tcp;
+        }
+        let fault = self.inject(placement.node);
+        let killed = matches!(fault, Some(Fault::KillCompute { .. } | Fault::KillNode));
+        if let Some(Fault::KillCompute { after_ops }) = fault {
+            let dying = Arc::new(resc_core::testkit::faults::FaultyTransport::new(transport));
+            dying.fail_after(after_ops);
+            transport = dying;
+        }
+        if self.platform.tcp.is_some() || killed {
             context = context.with_transport(transport);
         }
         let job = SandboxJob { label, code, context, account: Some(account) };
@@ -863,12 +976,13 @@ impl Invocation<'_> {
             env,
             job,
             Box::new(move |outcome| {
-                let _ = tx.send((component, instance, outcome));
+                let _ = tx.send((component, instance, attempt, outcome));
             }),
         );
         match started {
             Ok(()) => {
-                self.running.insert((component, instance), Running { placement, env, ticket, connecting });
+                let running = Running { placement, killed, env, ticket, connecting };
+                self.running.insert((component, instance, attempt), running);
                 self.prewarm_next(component, placement.node);
                 Ok(())
             }
@@ -914,8 +1028,11 @@ impl Invocation<'_> {
         nodes
     }
 
-    fn finish(&mut self, component: ComputeId, instance: u32, outcome: &SandboxOutcome) {
-        if let Some(running) = self.running.remove(&(component, instance)) {
+    /// Releases what a finished instance held; returns whether it was killed.
+    fn finish(&mut self, component: ComputeId, instance: u32, attempt: u32, outcome: &SandboxOutcome) -> bool {
+        let mut killed = false;
+        if let Some(running) = self.running.remove(&(component, instance, attempt)) {
+            killed = running.killed;
             let name = &self.graph.compute(component).name;
             self.platform.placer.finish(self.graph.app(), name, running.placement, running.env);
             self.meter.compute_finished(running.ticket, outcome.usage.cpu);
@@ -931,5 +1048,6 @@ impl Invocation<'_> {
         }
         self.compute_wall += outcome.usage.wall;
         self.cache.add(&outcome.context.cache_stats());
+        killed
     }
 }
