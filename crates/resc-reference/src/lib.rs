@@ -55,6 +55,7 @@ pub mod apps;
 pub mod bench;
 pub mod demo;
 pub mod driver;
+pub mod durable;
 pub mod embedded;
 pub mod metering;
 pub mod svg;

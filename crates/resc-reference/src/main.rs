@@ -35,6 +35,25 @@ enum Command {
     /// Benchmarks, side by side in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the chain with a durable trigger log: finish what a crash left,
+    /// then run new invocations (outputs go to a file, once each).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The trigger log's directory (created if missing).
+    #[arg(long)]
+    log: PathBuf,
+    /// Where outputs go, a line `<invocation> <hex>` each.
+    #[arg(long)]
+    outputs: PathBuf,
+    /// New invocations to run after recovering.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Sleep per chain component, ms.
+    #[arg(long, default_value_t = 10)]
+    sleep_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +64,21 @@ enum BenchCommand {
     Locality(LocalityArgs),
     /// Scheduler throughput, scaling and stranding; a chain started cold, pre-warmed and warm.
     Sched(SchedArgs),
+    /// Recovery time after each kind of fault; trigger-log cost on the warm chain.
+    Faults(FaultsArgs),
+}
+
+#[derive(Debug, Args)]
+struct FaultsArgs {
+    /// Print all figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Two invocations per measurement and 1 ms sleeps (for a smoke test, not for figures).
+    #[arg(long)]
+    quick: bool,
+    /// Use this NATS server for the JetStream log instead of starting nats-server.
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -291,6 +325,13 @@ fn bench_locality(args: &LocalityArgs) -> Result<(), String> {
     run_bench(args.json, |progress| locality::run(&options, progress), locality::table)
 }
 
+fn bench_faults(args: &FaultsArgs) -> Result<(), String> {
+    use resc_reference::bench::faults::{self, FaultBenchOptions};
+    let mut options = if args.quick { FaultBenchOptions::quick() } else { FaultBenchOptions::default() };
+    options.nats_url.clone_from(&args.nats);
+    run_bench(args.json, |progress| faults::run(&options, progress), faults::table)
+}
+
 fn bench_sched(args: &SchedArgs) -> Result<(), String> {
     use resc_reference::bench::sched::{self, SchedBenchOptions};
     let mut options = if args.quick { SchedBenchOptions::quick() } else { SchedBenchOptions::default() };
@@ -298,6 +339,29 @@ fn bench_sched(args: &SchedArgs) -> Result<(), String> {
         options.load_ms = load_ms;
     }
     run_bench(args.json, |progress| sched::run(&options, progress), sched::table)
+}
+
+fn run(args: &RunArgs) -> Result<(), String> {
+    use resc_reference::durable::{self, RunEvent, RunOptions};
+    use std::io::Write;
+    let options = RunOptions {
+        log_dir: args.log.clone(),
+        outputs: args.outputs.clone(),
+        count: args.count,
+        sleep_ms: args.sleep_ms,
+    };
+    let mut stdout = std::io::stdout();
+    durable::run_chain(&options, &mut |event| {
+        let (what, invocation) = match event {
+            RunEvent::Recovered(i) => ("recovered", i),
+            RunEvent::Accepted(i) => ("accepted", i),
+            RunEvent::Delivered(i) => ("delivered", i),
+        };
+        // Flushed line by line: whoever watches may kill this process any time.
+        let _ = writeln!(stdout, "{what} {}", invocation.0);
+        let _ = stdout.flush();
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -310,6 +374,8 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Transport(args)) => bench_transport(&args),
         Command::Bench(BenchCommand::Locality(args)) => bench_locality(&args),
         Command::Bench(BenchCommand::Sched(args)) => bench_sched(&args),
+        Command::Bench(BenchCommand::Faults(args)) => bench_faults(&args),
+        Command::Run(args) => run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -215,3 +215,16 @@ fn bench_sched_json_reports_throughput_stranding_and_the_three_start_up_modes() 
     assert_eq!(mode("warm")["warm"]["hits"], 20, "warm: every start finds its sandbox");
     assert!(report["checks"].as_array().is_some_and(|c| c.len() >= 4));
 }
+
+#[test]
+fn bench_faults_json_reports_recovery_per_fault_and_logging_cost() {
+    let report = json(&resc(&["bench", "faults", "--json", "--quick"]));
+    let recovery = report["recovery"].as_array().expect("recovery array");
+    let kinds: Vec<&str> = recovery.iter().filter_map(|r| r["fault"].as_str()).collect();
+    assert_eq!(kinds, ["compute", "memory", "node"]);
+    let logging = report["logging"].as_array().expect("logging array");
+    for log in ["memory (off)", "file (every record)", "file (batched)"] {
+        assert!(logging.iter().any(|l| l["log"] == log), "{log} missing: {logging:?}");
+    }
+    assert!(logging.iter().all(|l| l["chain_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
+}

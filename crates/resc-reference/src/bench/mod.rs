@@ -4,6 +4,7 @@
 //! and latency percentiles; comparisons are ratios within one run, because
 //! absolute figures on shared machines are noise.
 
+pub mod faults;
 pub mod locality;
 pub mod sched;
 pub mod transport;

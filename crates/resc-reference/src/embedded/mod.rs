@@ -422,8 +422,32 @@ impl EmbeddedPlatform {
     /// own slot of the compute pool, each memory component in physical
     /// components of the memory pool, living exactly its span.
     pub fn invoke(&self, deployment: &Deployment, input: &[u8]) -> Result<InvocationReport, PlatformError> {
-        let graph = deployment.graph.clone();
+        let invocation = self.accept(input)?;
+        self.run_accepted(deployment, invocation, input, |_| Ok(()))
+    }
+
+    /// Accepts an invocation: its input is in the trigger log (durably, as
+    /// the log's backend defines it) when this returns, so it will run to
+    /// completion even if the platform dies first (see [`recover`](Self::recover)).
+    pub fn accept(&self, input: &[u8]) -> Result<InvocationId, PlatformError> {
         let invocation = self.invocation_id();
+        self.log.append(&TriggerRecord { invocation, source: TriggerSource::External, payload: input.to_vec() })?;
+        Ok(invocation)
+    }
+
+    /// Runs an accepted invocation. `deliver` sees its report before the
+    /// invocation is marked complete in the log: an effect it has outside
+    /// the platform happens at least once (a crash after it and before the
+    /// mark runs the invocation again), and exactly once as observed if it
+    /// is keyed by the invocation.
+    pub fn run_accepted(
+        &self,
+        deployment: &Deployment,
+        invocation: InvocationId,
+        input: &[u8],
+        deliver: impl FnOnce(&InvocationReport) -> Result<(), PlatformError>,
+    ) -> Result<InvocationReport, PlatformError> {
+        let graph = deployment.graph.clone();
         let meter = InvocationMeter::new();
         let warm_before = self.placer.usage();
         let started = Instant::now();
@@ -455,9 +479,12 @@ impl EmbeddedPlatform {
         };
         let result = self.open_endpoints(&graph, invocation, &mut endpoints).and_then(|()| run.execute(input));
         let wall = self.tear_down(&bindings, &endpoints, started, sampler);
+        if let Err(PlatformError::ComponentFailed { .. }) = &result {
+            // The code's own failure: running it again would fail again.
+            self.log.complete(invocation)?;
+        }
         let outputs = result?;
-        self.log.complete(invocation)?;
-        Ok(InvocationReport {
+        let report = InvocationReport {
             invocation,
             outputs,
             wall,
@@ -467,7 +494,44 @@ impl EmbeddedPlatform {
             cache: run.cache,
             startup: run.startup,
             warm: self.placer.usage().since(&warm_before),
-        })
+        };
+        deliver(&report)?;
+        self.log.complete(invocation)?;
+        Ok(report)
+    }
+
+    /// After a restart: runs every invocation the trigger log holds as
+    /// accepted and not complete, from its logged input, in order of
+    /// acceptance, handing each report to `deliver` as
+    /// [`run_accepted`](Self::run_accepted) does. The log must hold this
+    /// deployment's invocations only (one log per application). New
+    /// invocations get ids past every id in the log.
+    pub fn recover(
+        &self,
+        deployment: &Deployment,
+        mut deliver: impl FnMut(&InvocationReport) -> Result<(), PlatformError>,
+    ) -> Result<Vec<InvocationReport>, PlatformError> {
+        let mut from = resc_core::trigger_log::LogPosition::START;
+        loop {
+            let batch = self.log.read_from(from, 1024)?;
+            for (_, record) in &batch.records {
+                self.next_invocation.fetch_max(record.invocation.0 + 1, Ordering::Relaxed);
+            }
+            if batch.records.is_empty() || batch.next == from {
+                break;
+            }
+            from = batch.next;
+        }
+        let mut reports = Vec::new();
+        for invocation in self.log.pending()? {
+            let records = self.log.records(invocation)?;
+            let Some((_, input)) = records.iter().find(|(_, r)| r.source == TriggerSource::External) else {
+                continue; // outputs without an input: nothing to run from
+            };
+            let input = input.payload.clone();
+            reports.push(self.run_accepted(deployment, invocation, &input, &mut deliver)?);
+        }
+        Ok(reports)
     }
 
     /// Runs one invocation the function-centric way: the same code pieces,
@@ -764,11 +828,6 @@ struct Invocation<'p> {
 impl Invocation<'_> {
     fn execute(&mut self, input: &[u8]) -> Result<Vec<Vec<u8>>, PlatformError> {
         let log = self.platform.log.clone();
-        log.append(&TriggerRecord {
-            invocation: self.invocation,
-            source: TriggerSource::External,
-            payload: input.to_vec(),
-        })?;
         let mut driver = Driver::new(self.graph.clone());
         let mut queue = driver.start(input);
         // After the first failure nothing new starts, but every running
