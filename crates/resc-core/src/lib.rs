@@ -52,3 +52,4 @@ pub mod template;
 pub mod testkit;
 pub mod transport;
 pub mod trigger_log;
+pub mod usage;

@@ -50,6 +50,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod adapt;
 pub mod alloc_meter;
 pub mod apps;
 pub mod bench;

@@ -139,6 +139,21 @@ enum DemoCommand {
     Lr(LrArgs),
     /// The start-up test: 10 compute components in a chain.
     Chain(ChainArgs),
+    /// Fig. 23–24: fixed, peak and adjusted memory sizes on synthetic profiles.
+    Adjust(AdjustArgs),
+}
+
+#[derive(Debug, Args)]
+struct AdjustArgs {
+    /// Print all figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Invocations per application and policy.
+    #[arg(long, default_value_t = 10_000)]
+    invocations: u32,
+    /// The dynamic policy re-sizes every this many invocations (K).
+    #[arg(long, default_value_t = 100)]
+    every: u32,
 }
 
 #[derive(Debug, Args)]
@@ -364,11 +379,19 @@ fn run(args: &RunArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+fn demo_adjust(args: &AdjustArgs) -> Result<(), String> {
+    use resc_reference::adapt::profiles::{self, AdjustDemoOptions};
+    let options =
+        AdjustDemoOptions { invocations: args.invocations, every: args.every, ..AdjustDemoOptions::default() };
+    run_bench(args.json, |_| Ok::<_, String>(profiles::run(&options)), profiles::table)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(DemoCommand::Lr(args)) => demo_lr(args),
         Command::Demo(DemoCommand::Chain(args)) => demo_chain(&args),
+        Command::Demo(DemoCommand::Adjust(args)) => demo_adjust(&args),
         Command::Validate { file } => validate(&file),
         Command::MemoryServer(args) => memory_server(&args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport(&args),

@@ -228,3 +228,15 @@ fn bench_faults_json_reports_recovery_per_fault_and_logging_cost() {
     }
     assert!(logging.iter().all(|l| l["chain_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
 }
+
+#[test]
+fn demo_adjust_json_compares_three_policies_on_three_profiles() {
+    let report = json(&resc(&["demo", "adjust", "--json", "--invocations", "300", "--every", "50"]));
+    let results = report["results"].as_array().expect("results array");
+    assert_eq!(results.len(), 9);
+    let small = |policy: &str| {
+        results.iter().find(|r| r["app"] == "small" && r["policy"] == policy).and_then(|r| r["utilization"].as_f64())
+    };
+    // Small invocations waste most of a fixed 256 MiB start; the adjuster sizes for them.
+    assert!(small("dynamic") > small("fixed"), "{results:?}");
+}
