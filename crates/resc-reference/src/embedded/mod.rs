@@ -4,6 +4,7 @@
 
 mod connect;
 mod faults;
+mod health;
 mod placer;
 mod provision;
 
@@ -240,6 +241,8 @@ pub struct EmbeddedPlatform {
     connector: Option<Connector>,
     /// Failures to inject, if any.
     faults: Option<Arc<FaultPlan>>,
+    /// Node heartbeats (only when nodes can fail: with a fault plan).
+    health: Option<Arc<health::Health>>,
 }
 
 impl std::fmt::Debug for EmbeddedPlatform {
@@ -336,6 +339,7 @@ impl EmbeddedPlatform {
             tcp,
             connector,
             faults: None,
+            health: None,
         })
     }
 
@@ -343,6 +347,7 @@ impl EmbeddedPlatform {
     /// fault campaigns); the platform recovers from them.
     pub fn with_fault_plan(mut self, plan: Arc<FaultPlan>) -> Self {
         self.faults = Some(plan);
+        self.health = Some(health::Health::start(self.memory.keys().copied()));
         self
     }
 
@@ -869,9 +874,22 @@ impl Invocation<'_> {
                 // Nothing left that could make progress.
                 return Err(failure.unwrap_or_else(|| PlatformError::Config("the invocation stalled".into())));
             }
-            let Ok((component, instance, attempt, outcome)) = self.channel.1.recv() else {
-                return Err(PlatformError::Config("sandbox completions channel closed".into()));
+            let completion = match &self.platform.health {
+                // Wake up between completions to look for dead nodes.
+                Some(_) => self.channel.1.recv_timeout(health::BEAT),
+                None => self.channel.1.recv().map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
             };
+            let (component, instance, attempt, outcome) = match completion {
+                Ok(completion) => completion,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    self.missed_heartbeats();
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(PlatformError::Config("sandbox completions channel closed".into()));
+                }
+            };
+            self.missed_heartbeats();
             let killed = self.finish(component, instance, attempt, &outcome);
             if failure.is_some() || attempt != driver.attempt(component) {
                 continue; // stopping, or an instance already discarded
@@ -924,11 +942,13 @@ impl Invocation<'_> {
                 self.kill_memory(memory, |_| true);
             }
             Fault::KillNode => {
+                // What the node held is gone now; the platform learns of it
+                // when the node misses its heartbeats.
                 for memory in self.live_memory() {
-                    self.kill_memory(memory, |n| n == node);
+                    self.free_memory(memory, |n| n == node);
                 }
-                for running in self.running.values_mut().filter(|r| r.placement.node == node) {
-                    running.killed = true;
+                if let Some(health) = &self.platform.health {
+                    health.kill(node);
                 }
             }
         }
@@ -945,18 +965,44 @@ impl Invocation<'_> {
     }
 
     /// Frees `memory`'s physical components on the nodes `on` accepts, as
-    /// their node's death would; the driver hears of it as from a heartbeat.
-    fn kill_memory(&mut self, memory: MemoryId, on: impl Fn(NodeId) -> bool) {
-        let Some(MemoryHandle::Remote(component)) = self.bindings.existing_memory(memory) else { return };
-        let mut killed = false;
+    /// their death would; returns whether any was there.
+    fn free_memory(&self, memory: MemoryId, on: impl Fn(NodeId) -> bool) -> bool {
+        let Some(MemoryHandle::Remote(component)) = self.bindings.existing_memory(memory) else { return false };
+        let mut freed = false;
         for region in component.address_map().regions().filter(|r| on(r.node)) {
             if let Some(node) = self.platform.memory.get(&region.node) {
                 use resc_core::pool::MemoryPool;
-                killed |= node.free(region).is_ok();
+                freed |= node.free(region).is_ok();
             }
         }
-        if killed {
+        freed
+    }
+
+    /// Kills `memory`'s physical components on the nodes `on` accepts; its
+    /// memory controller reports the loss to the driver.
+    fn kill_memory(&mut self, memory: MemoryId, on: impl Fn(NodeId) -> bool) {
+        if self.free_memory(memory, on) {
             self.lost_memory.push(memory);
+        }
+    }
+
+    /// Handles nodes that missed their heartbeats: the memory components
+    /// with physical components there are lost, and so are the instances
+    /// running there.
+    fn missed_heartbeats(&mut self) {
+        let Some(health) = self.platform.health.clone() else { return };
+        for node in health.declare_dead() {
+            for memory in 0..self.graph.memory_components().len() as u32 {
+                let memory = MemoryId(memory);
+                let on_node = matches!(self.bindings.existing_memory(memory),
+                    Some(MemoryHandle::Remote(c)) if c.address_map().regions().any(|r| r.node == node));
+                if on_node {
+                    self.lost_memory.push(memory);
+                }
+            }
+            for running in self.running.values_mut().filter(|r| r.placement.node == node) {
+                running.killed = true;
+            }
         }
     }
 
