@@ -6,6 +6,7 @@
 //! application. The logging cost is the warm chain's median latency with
 //! each trigger log against the in-memory log (no durability: logging off).
 
+use super::median;
 use crate::apps::{self, chain::ChainJob, lr::LrJob, CHAIN_TEMPLATE, LR_TEMPLATE};
 use crate::embedded::{EmbeddedPlatform, Fault, FaultPlan, PlatformConfig, PlatformError};
 use crate::trigger_log::{FileLogOptions, FileTriggerLog, FsyncPolicy};
@@ -111,11 +112,6 @@ pub enum FaultBenchError {
     Setup(String),
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
-
 fn lr_config() -> PlatformConfig {
     PlatformConfig {
         size_classes: SizeClasses::powers_of_two(MIB, 16 * MIB, 4 * MIB).unwrap_or_default(),
@@ -142,7 +138,7 @@ fn lr_latency(options: &FaultBenchOptions, fault: Option<Fault>) -> Result<f64, 
         let deployment = platform.deploy(graph)?;
         walls.push(platform.invoke(&deployment, &job)?.wall.as_secs_f64() * 1e3);
     }
-    Ok(median(walls))
+    Ok(median(&mut walls))
 }
 
 /// Median warm-chain latency, ms, with `log`.
@@ -159,7 +155,7 @@ fn chain_latency(options: &FaultBenchOptions, log: Arc<dyn TriggerLog>) -> Resul
     for _ in 0..options.repeat {
         walls.push(platform.invoke(&deployment, &job)?.wall.as_secs_f64() * 1e3);
     }
-    Ok(median(walls))
+    Ok(median(&mut walls))
 }
 
 /// A `nats-server -js` child on a free loopback port, stopped when dropped.

@@ -12,6 +12,12 @@ pub mod transport;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
+/// The median of `values` (the upper one of an even count); 0 when empty.
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measurement {

@@ -3,6 +3,7 @@
 //! analogue on the embedded platform: a chain of 10 components, each
 //! sleeping 100 ms, started cold, cold with pre-warming, and warm.
 
+use super::median;
 use crate::apps::{self, chain::ChainJob, CHAIN_TEMPLATE};
 use crate::embedded::{EmbeddedPlatform, PlatformConfig, PlatformError, WarmStartConfig, WarmUsage};
 use resc_core::sandbox::CodeRegistry;
@@ -97,11 +98,6 @@ pub enum SchedBenchError {
     /// The chain's template or input is broken.
     #[error("chain: {0}")]
     Chain(String),
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Runs the chain `repeat` times after one warm-up invocation.
