@@ -66,6 +66,24 @@ enum BenchCommand {
     Sched(SchedArgs),
     /// Recovery time after each kind of fault; trigger-log cost on the warm chain.
     Faults(FaultsArgs),
+    /// The aggregation ILP: ours against python-mip, OR-Tools and HiGHS on the same instances.
+    Ilp(IlpArgs),
+}
+
+#[derive(Debug, Args)]
+struct IlpArgs {
+    /// Print all figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Small instances (for a smoke test, not for figures).
+    #[arg(long)]
+    quick: bool,
+    /// Leave the Python solvers out.
+    #[arg(long)]
+    no_python: bool,
+    /// The baseline script (default: this repository's scripts/ilp_baselines.py).
+    #[arg(long)]
+    script: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +365,14 @@ fn bench_faults(args: &FaultsArgs) -> Result<(), String> {
     run_bench(args.json, |progress| faults::run(&options, progress), faults::table)
 }
 
+fn bench_ilp(args: &IlpArgs) -> Result<(), String> {
+    use resc_reference::bench::ilp;
+    let options =
+        if args.quick { resc_ilp::bench::BenchOptions::quick() } else { resc_ilp::bench::BenchOptions::default() };
+    let script = (!args.no_python).then(|| args.script.clone().unwrap_or_else(ilp::default_script));
+    run_bench(args.json, |progress| ilp::run(&options, script, progress), ilp::table)
+}
+
 fn bench_sched(args: &SchedArgs) -> Result<(), String> {
     use resc_reference::bench::sched::{self, SchedBenchOptions};
     let mut options = if args.quick { SchedBenchOptions::quick() } else { SchedBenchOptions::default() };
@@ -398,6 +424,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Locality(args)) => bench_locality(&args),
         Command::Bench(BenchCommand::Sched(args)) => bench_sched(&args),
         Command::Bench(BenchCommand::Faults(args)) => bench_faults(&args),
+        Command::Bench(BenchCommand::Ilp(args)) => bench_ilp(&args),
         Command::Run(args) => run(&args),
     };
     match result {

@@ -240,3 +240,17 @@ fn demo_adjust_json_compares_three_policies_on_three_profiles() {
     // Small invocations waste most of a fixed 256 MiB start; the adjuster sizes for them.
     assert!(small("dynamic") > small("fixed"), "{results:?}");
 }
+
+#[test]
+fn bench_ilp_json_reports_our_solver_on_every_instance() {
+    let report = json(&resc(&["bench", "ilp", "--json", "--quick", "--no-python"]));
+    let results = report["results"].as_array().expect("results array");
+    let ours: Vec<_> = results.iter().filter(|r| r["solver"] == "resc").collect();
+    assert_eq!(ours.len(), 2, "one per quick instance");
+    for r in ours {
+        assert!(r["median_ms"].as_f64().is_some_and(|ms| ms >= 0.0) && r["objective"].as_f64().is_some());
+        // A proven gap: the bound never exceeds the (minimized) objective.
+        let (objective, bound) = (r["objective"].as_f64().unwrap_or(-1.0), r["bound"].as_f64().unwrap_or(f64::MAX));
+        assert!(bound <= objective && r["gap"].as_f64().is_some_and(|g| g >= 0.0), "{r}");
+    }
+}

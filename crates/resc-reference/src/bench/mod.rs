@@ -5,6 +5,7 @@
 //! absolute figures on shared machines are noise.
 
 pub mod faults;
+pub mod ilp;
 pub mod locality;
 pub mod sched;
 pub mod transport;
