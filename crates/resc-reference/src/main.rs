@@ -68,6 +68,18 @@ enum BenchCommand {
     Faults(FaultsArgs),
     /// The aggregation ILP: ours against python-mip, OR-Tools and HiGHS on the same instances.
     Ilp(IlpArgs),
+    /// Fig. 20: arrays read through userfaultfd far memory against all local.
+    Swap(SwapArgs),
+}
+
+#[derive(Debug, Args)]
+struct SwapArgs {
+    /// Print all figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Small arrays (for a smoke test, not for figures).
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Debug, Args)]
@@ -373,6 +385,12 @@ fn bench_ilp(args: &IlpArgs) -> Result<(), String> {
     run_bench(args.json, |progress| ilp::run(&options, script, progress), ilp::table)
 }
 
+fn bench_swap(args: &SwapArgs) -> Result<(), String> {
+    use resc_swap::bench::{self, BenchConfig};
+    let config = if args.quick { BenchConfig::quick() } else { BenchConfig::full() };
+    run_bench(args.json, |_| bench::run(&config), resc_reference::bench::swap::table)
+}
+
 fn bench_sched(args: &SchedArgs) -> Result<(), String> {
     use resc_reference::bench::sched::{self, SchedBenchOptions};
     let mut options = if args.quick { SchedBenchOptions::quick() } else { SchedBenchOptions::default() };
@@ -425,6 +443,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Sched(args)) => bench_sched(&args),
         Command::Bench(BenchCommand::Faults(args)) => bench_faults(&args),
         Command::Bench(BenchCommand::Ilp(args)) => bench_ilp(&args),
+        Command::Bench(BenchCommand::Swap(args)) => bench_swap(&args),
         Command::Run(args) => run(&args),
     };
     match result {

@@ -254,3 +254,16 @@ fn bench_ilp_json_reports_our_solver_on_every_instance() {
         assert!(bound <= objective && r["gap"].as_f64().is_some_and(|g| g >= 0.0), "{r}");
     }
 }
+
+#[test]
+fn bench_swap_json_reports_each_case_against_all_local() {
+    let report = json(&resc(&["bench", "swap", "--json", "--quick"]));
+    let cases = report["cases"].as_array().expect("cases array");
+    assert!(!cases.is_empty());
+    for c in cases {
+        for field in ["array_mib", "local_mib", "pattern", "work", "seconds", "seconds_all_local", "overhead"] {
+            assert!(!c[field].is_null(), "{field} missing in {c}");
+        }
+        assert_eq!(c["checksum_ok"], true, "far and local reads computed the same: {c}");
+    }
+}

@@ -8,6 +8,7 @@ pub mod faults;
 pub mod ilp;
 pub mod locality;
 pub mod sched;
+pub mod swap;
 pub mod transport;
 
 use serde::Serialize;
