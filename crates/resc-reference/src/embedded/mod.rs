@@ -1139,7 +1139,13 @@ impl Invocation<'_> {
         if let Some(running) = self.running.remove(&(component, instance, attempt)) {
             killed = running.killed;
             let name = &self.graph.compute(component).name;
-            self.platform.placer.finish(self.graph.app(), name, running.placement, running.env);
+            if killed {
+                // A dead sandbox is not kept warm.
+                self.platform.placer.release(&running.placement);
+                self.platform.sandbox.retire(running.env);
+            } else {
+                self.platform.placer.finish(self.graph.app(), name, running.placement, running.env);
+            }
             self.meter.compute_finished(running.ticket, outcome.usage.cpu);
             let connected = running.connecting.and_then(|c| c.recv().ok());
             let us = |d: Duration| d.as_secs_f64() * 1e6;
