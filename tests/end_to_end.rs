@@ -6,13 +6,13 @@ use resc::core::runtime::{CodeError, Context};
 use resc::core::sandbox::CodeRegistry;
 use resc::core::size_class::SizeClasses;
 use resc::core::template;
-use resc::reference::alloc_meter::CountingAllocator;
+use resc::reference::alloc_meter::{PlatformAllocator, PLATFORM_ALLOCATOR};
 use resc::reference::apps::{self, lr::LrJob, lr::LrResult, LR_TEMPLATE};
 use resc::reference::embedded::{EmbeddedPlatform, PlatformConfig, PlatformError};
 use resc::reference::metering::Side;
 
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: PlatformAllocator = PLATFORM_ALLOCATOR;
 
 fn small_config() -> PlatformConfig {
     PlatformConfig {
@@ -279,19 +279,31 @@ fn going_over_the_budget_is_a_clear_error_and_keeps_what_was_written() {
 }
 
 #[test]
-fn a_compute_component_over_its_slot_is_reported() {
-    let mut registry = CodeRegistry::new();
-    registry.register("greedy.fill", |_: &mut Context| {
-        let big = vec![1u8; 6 * MIB as usize];
-        Ok(vec![big.iter().map(|&b| b as u64).sum::<u64>() as u8])
-    });
-    let platform = EmbeddedPlatform::new(small_config(), registry).expect("platform");
-    let graph = template::parse(GREEDY).expect("template");
-    let deployment = platform.deploy(graph).expect("deploy");
-    let report = platform.invoke(&deployment, b"").expect("run");
-    let fill = report.usage.components.iter().find(|c| c.name == "fill").expect("fill ran");
-    assert!(fill.peak_bytes >= 6 * MIB, "measured, not assumed: {}", fill.peak_bytes);
-    assert!(fill.over_slot, "6 MiB in a 4 MiB slot is over");
+fn a_compute_component_over_its_slot_swaps_or_is_reported() {
+    for swap in [true, false] {
+        let mut registry = CodeRegistry::new();
+        registry.register("greedy.fill", |_: &mut Context| {
+            let big = vec![1u8; 6 * MIB as usize];
+            Ok(vec![big.iter().map(|&b| b as u64).sum::<u64>() as u8])
+        });
+        let mut config = small_config();
+        if !swap {
+            config.swap = None;
+        }
+        let platform = EmbeddedPlatform::new(config, registry).expect("platform");
+        let graph = template::parse(GREEDY).expect("template");
+        let deployment = platform.deploy(graph).expect("deploy");
+        let report = platform.invoke(&deployment, b"").expect("run");
+        assert_eq!(report.outputs, vec![vec![(6 * MIB % 256) as u8]]);
+        let fill = report.usage.components.iter().find(|c| c.name == "fill").expect("fill ran");
+        if swap {
+            assert_eq!(fill.swap.instances_swapping, 1, "6 MiB in a 4 MiB slot swaps: {fill:?}");
+            assert!(!fill.over_slot, "it swapped instead: {}", fill.peak_bytes);
+        } else {
+            assert!(fill.peak_bytes >= 6 * MIB, "measured, not assumed: {}", fill.peak_bytes);
+            assert!(fill.over_slot, "6 MiB in a 4 MiB slot without swap is over");
+        }
+    }
 }
 
 #[test]

@@ -7,13 +7,13 @@ use resc::core::resources::{KIB, MIB};
 use resc::core::sandbox::CodeRegistry;
 use resc::core::size_class::SizeClasses;
 use resc::core::template;
-use resc::reference::alloc_meter::CountingAllocator;
+use resc::reference::alloc_meter::{PlatformAllocator, PLATFORM_ALLOCATOR};
 use resc::reference::apps::{self, chain::ChainJob, lr::LrJob, CHAIN_TEMPLATE, LR_TEMPLATE};
 use resc::reference::embedded::{EmbeddedPlatform, FaultPlan, PlatformConfig};
 use std::sync::Arc;
 
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: PlatformAllocator = PLATFORM_ALLOCATOR;
 
 fn config() -> PlatformConfig {
     PlatformConfig {

@@ -3,7 +3,7 @@
 use resc::core::runtime::{CodeError, Context};
 use resc::core::sandbox::{CodePiece, CodeRegistry};
 use resc::core::template;
-use resc::reference::alloc_meter::CountingAllocator;
+use resc::reference::alloc_meter::{PlatformAllocator, PLATFORM_ALLOCATOR};
 use resc::reference::apps::CHAIN_TEMPLATE;
 use resc::reference::embedded::{EmbeddedPlatform, PlatformConfig, WarmStartConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: PlatformAllocator = PLATFORM_ALLOCATOR;
 
 /// The 10-step chain with a code piece that counts its loads and sleeps
 /// `sleep_ms` per step.

@@ -8,8 +8,12 @@
 //!
 //! ```ignore
 //! #[global_allocator]
-//! static ALLOCATOR: resc_reference::alloc_meter::CountingAllocator = resc_reference::alloc_meter::CountingAllocator;
+//! static ALLOCATOR: resc_reference::alloc_meter::PlatformAllocator = resc_reference::alloc_meter::PLATFORM_ALLOCATOR;
 //! ```
+//!
+//! [`PlatformAllocator`] layers far memory over the counting allocator, so
+//! that compute instances swap under memory pressure; installing the bare
+//! [`CountingAllocator`] meters the same but never swaps.
 //!
 //! An account lives in a slot of a static table. A slot's state and its
 //! outstanding bytes share one atomic word (`OPEN | bytes`), so the slot is
@@ -312,6 +316,28 @@ impl Drop for AllocationAccount {
         TABLE[self.slot as usize].word.fetch_and(!OPEN, Ordering::SeqCst);
     }
 }
+
+/// Bytes charged to the account the current thread has entered and not yet
+/// freed (0 outside any account). It never allocates or locks: a
+/// [`PressureGate`](resc_swap::PressureGate) calls it from inside the
+/// global allocator.
+pub fn current_thread_bytes() -> u64 {
+    match current_slot() {
+        UNCHARGED => 0,
+        slot => TABLE[slot as usize].word.load(Ordering::Relaxed) & BYTES,
+    }
+}
+
+/// The platform's global allocator: metering by [`CountingAllocator`], and
+/// under memory pressure a compute instance's large allocations in its far
+/// heap ([`resc_swap::SwapAllocator`], allocations of at least
+/// [`resc_swap::DEFAULT_THRESHOLD`] bytes). Far blocks are not counted
+/// here: metering reads them from the heap's statistics.
+pub type PlatformAllocator = resc_swap::SwapAllocator<CountingAllocator>;
+
+/// The value to install: `#[global_allocator] static A: PlatformAllocator = PLATFORM_ALLOCATOR;`.
+pub const PLATFORM_ALLOCATOR: PlatformAllocator =
+    resc_swap::SwapAllocator::new(CountingAllocator, resc_swap::DEFAULT_THRESHOLD);
 
 /// Whether [`CountingAllocator`] is this process's global allocator.
 pub fn is_installed() -> bool {

@@ -15,15 +15,15 @@
 //! [`invoke_aggregated`]: embedded::EmbeddedPlatform::invoke_aggregated
 //!
 //! ```
-//! use resc_reference::alloc_meter::CountingAllocator;
+//! use resc_reference::alloc_meter::{PlatformAllocator, PLATFORM_ALLOCATOR};
 //! use resc_reference::embedded::{EmbeddedPlatform, PlatformConfig};
 //! use resc_core::runtime::Context;
 //! use resc_core::sandbox::CodeRegistry;
 //!
-//! // Metering charges each compute component's allocations: the binary
-//! // installs the counting allocator.
+//! // Metering charges each compute component's allocations, and under
+//! // memory pressure they swap: the binary installs the platform's allocator.
 //! #[global_allocator]
-//! static ALLOCATOR: CountingAllocator = CountingAllocator;
+//! static ALLOCATOR: PlatformAllocator = PLATFORM_ALLOCATOR;
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let mut code = CodeRegistry::new();

@@ -4,13 +4,12 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use resc_core::memory::CacheConfig;
 use resc_core::resources::{KIB, MIB};
-use resc_reference::alloc_meter::CountingAllocator;
 use resc_reference::demo::{self, ChainOptions, LrOptions, Progress};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: resc_reference::alloc_meter::PlatformAllocator = resc_reference::alloc_meter::PLATFORM_ALLOCATOR;
 
 /// ReSC: run applications as resource graphs.
 #[derive(Debug, Parser)]

@@ -11,6 +11,7 @@
 
 use crate::alloc_meter::AllocationAccount;
 use parking_lot::Mutex;
+use resc_swap::FarHeap;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,12 @@ struct ComputeRecord {
     peak_bytes: u64,
     cpu_s: f64,
     account: Option<Arc<AllocationAccount>>,
+    /// The instance's far heap while it runs.
+    far: Option<FarHeap>,
+    /// Bytes swapped out over time (their swap space is metered on the
+    /// memory side, as `<component>#swap`).
+    swapped_out: Vec<(f64, u64)>,
+    swap: SwapUsage,
 }
 
 struct PhysicalRecord {
@@ -105,8 +112,18 @@ impl InvocationMeter {
             peak_bytes: 0,
             cpu_s: 0.0,
             account: Some(account),
+            far: None,
+            swapped_out: Vec::new(),
+            swap: SwapUsage::default(),
         });
         ComputeTicket(records.compute.len() - 1)
+    }
+
+    /// The instance of `ticket` swaps to `heap` under memory pressure: its
+    /// resident far bytes count as used local memory, and its swap activity
+    /// is recorded.
+    pub fn compute_swaps_to(&self, ticket: ComputeTicket, heap: FarHeap) {
+        self.records.lock().compute[ticket.0].far = Some(heap);
     }
 
     /// A compute instance ended after using `cpu` of CPU time.
@@ -114,9 +131,19 @@ impl InvocationMeter {
         let now = self.now();
         let mut records = self.records.lock();
         let record = &mut records.compute[ticket.0];
+        // A heap that never engaged did nothing worth recording.
+        let far = record.far.take().filter(FarHeap::is_engaged).map(|heap| (heap.stats(), heap.granule() as u64));
+        if far.is_some() && !record.swapped_out.is_empty() {
+            record.swapped_out.push((now, 0));
+        }
         if let Some(account) = record.account.take() {
-            record.samples.push((now, account.current_bytes()));
-            record.peak_bytes = account.peak_bytes();
+            let resident = far.as_ref().map_or(0, |(stats, _)| stats.resident_bytes);
+            record.samples.push((now, account.current_bytes() + resident));
+            let far_peak = far.as_ref().map_or(0, |(stats, _)| stats.peak_resident_bytes);
+            record.peak_bytes = account.peak_bytes() + far_peak;
+        }
+        if let Some((stats, chunk)) = far {
+            record.swap = SwapUsage::of(&stats, chunk);
         }
         record.end = Some(now);
         record.cpu_s = cpu.as_secs_f64();
@@ -147,8 +174,13 @@ impl InvocationMeter {
         let now = self.now();
         let mut records = self.records.lock();
         for record in records.compute.iter_mut().filter(|r| r.end.is_none()) {
+            let far = record.far.as_ref().map(FarHeap::stats);
             if let Some(account) = &record.account {
-                record.samples.push((now, account.current_bytes()));
+                let resident = far.as_ref().map_or(0, |s| s.resident_bytes);
+                record.samples.push((now, account.current_bytes() + resident));
+            }
+            if let Some(stats) = far.filter(|s| s.swapped_out_bytes > 0 || !record.swapped_out.is_empty()) {
+                record.swapped_out.push((now, stats.swapped_out_bytes));
             }
         }
     }
@@ -241,6 +273,54 @@ pub struct ComponentUsage {
     pub slot_bytes: Option<u64>,
     /// Compute only: an instance's measured peak exceeded its slot.
     pub over_slot: bool,
+    /// Compute only: what its instances swapped (all zero when they fit
+    /// their slots).
+    pub swap: SwapUsage,
+}
+
+/// What a compute component's instances swapped to remote memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SwapUsage {
+    /// Instances whose far heap engaged (they outgrew their slot).
+    pub instances_swapping: u64,
+    /// Chunks brought back from swap space (faults and read-ahead).
+    pub swap_ins: u64,
+    /// Chunks evicted with dirty pages written to swap space.
+    pub swap_outs: u64,
+    /// Bytes read from swap space.
+    pub bytes_in: u64,
+    /// Bytes written to swap space.
+    pub bytes_out: u64,
+    /// The most swap space one instance held, bytes.
+    pub peak_swap_space_bytes: u64,
+}
+
+impl SwapUsage {
+    /// One engaged instance's figures, from its far heap.
+    fn of(stats: &resc_swap::SwapStats, chunk: u64) -> SwapUsage {
+        SwapUsage {
+            instances_swapping: 1,
+            swap_ins: stats.bytes_fetched / chunk.max(1),
+            swap_outs: stats.chunks_evicted - stats.clean_evictions.min(stats.chunks_evicted),
+            bytes_in: stats.bytes_fetched,
+            bytes_out: stats.bytes_written_back,
+            peak_swap_space_bytes: stats.swap_space_bytes,
+        }
+    }
+
+    fn add(&mut self, other: &SwapUsage) {
+        self.instances_swapping += other.instances_swapping;
+        self.swap_ins += other.swap_ins;
+        self.swap_outs += other.swap_outs;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.peak_swap_space_bytes = self.peak_swap_space_bytes.max(other.peak_swap_space_bytes);
+    }
+
+    /// Swaps in and out: the swap frequency the adjuster looks at.
+    pub fn swaps(&self) -> u64 {
+        self.swap_ins + self.swap_outs
+    }
 }
 
 /// A point of the allocated-versus-used timeline.
@@ -337,6 +417,7 @@ fn summarize(records: &Records, end: f64) -> Usage {
             peak_bytes: 0,
             slot_bytes: None,
             over_slot: false,
+            swap: SwapUsage::default(),
         })
     }
     for r in &records.compute {
@@ -355,6 +436,13 @@ fn summarize(records: &Records, end: f64) -> Usage {
         c.peak_bytes = c.peak_bytes.max(peak);
         c.slot_bytes = Some(r.slot_bytes);
         c.over_slot |= r.slot_bytes > 0 && peak > r.slot_bytes;
+        c.swap.add(&r.swap);
+        if !r.swapped_out.is_empty() {
+            let swapped = integrate_steps(&r.swapped_out, r.start, stop);
+            let swap = get(&mut by_key, Side::Memory, &format!("{}#swap", r.component));
+            swap.consumption.used_gib_s += swapped / GIB;
+            swap.peak_bytes = swap.peak_bytes.max(r.swapped_out.iter().map(|s| s.1).max().unwrap_or(0));
+        }
     }
     for r in &records.physical {
         let stop = r.end.unwrap_or(end).min(end);

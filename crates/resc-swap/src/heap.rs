@@ -16,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// The most far heaps alive at once in a process.
@@ -49,6 +49,33 @@ impl Drop for Bypass {
     fn drop(&mut self) {
         let _ = BYPASS.try_with(|b| b.set(b.get().saturating_sub(1)));
     }
+}
+
+/// When a [`SwapAllocator`] starts sending a thread's large allocations to a
+/// heap: under memory pressure, not before.
+///
+/// A compute component's local memory is its slot. While the bytes it holds
+/// locally plus a new allocation fit in `local_limit`, the allocation stays
+/// local and swap is off. The first one that does not fit *engages* the heap
+/// for good: from then on every large allocation of a thread in the heap
+/// goes far, and the region's local budget becomes what the slot has left
+/// (`local_limit` − the local bytes at that moment − `headroom`, at least
+/// four chunks), so that local and far-resident memory together stay within
+/// the slot while the local heap grows by at most `headroom` afterwards.
+///
+/// `local_bytes` runs inside the global allocator: it must not allocate,
+/// lock or panic (reading an atomic counter, as the platform's counting
+/// allocator offers, is the intended use).
+#[derive(Debug, Clone, Copy)]
+pub struct PressureGate {
+    /// The bytes the current thread's compute instance holds locally now.
+    pub local_bytes: fn() -> u64,
+    /// The local memory of the compute instance (its slot), bytes.
+    pub local_limit: u64,
+    /// Bytes of the slot left out of the region's budget, for the small
+    /// allocations (below the allocator's threshold, always local) made
+    /// after swap is on.
+    pub headroom: u64,
 }
 
 /// Free ranges of a heap, in granules, sorted by start, never adjacent (they
@@ -152,6 +179,10 @@ struct HeapInner {
     refs: AtomicUsize,
     allocated: AtomicUsize,
     leaked: AtomicU64,
+    /// When the allocator starts sending blocks here; `None`: at once.
+    gate: Option<PressureGate>,
+    /// Whether the gate opened (always true without a gate).
+    engaged: AtomicBool,
 }
 
 impl HeapInner {
@@ -161,6 +192,24 @@ impl HeapInner {
 
     fn contains(&self, ptr: usize) -> bool {
         (self.base..self.base + self.len).contains(&ptr)
+    }
+
+    /// Whether the allocator may place a block of `size` bytes here now:
+    /// always once engaged; before that, only when the gate sees pressure,
+    /// which engages the heap and gives its region what the slot has left.
+    fn admits(&self, size: usize) -> bool {
+        if self.engaged.load(Ordering::Acquire) {
+            return true;
+        }
+        let Some(gate) = self.gate else { return true };
+        let local = (gate.local_bytes)();
+        if local.saturating_add(size as u64) <= gate.local_limit {
+            return false;
+        }
+        if self.engaged.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.region.set_local_budget(gate.local_limit.saturating_sub(local).saturating_sub(gate.headroom));
+        }
+        true
     }
 
     /// A zeroed block for `layout` (size > 0, align ≤ granule), or `None`
@@ -319,6 +368,17 @@ impl std::fmt::Debug for FarHeap {
 impl FarHeap {
     /// A heap over all of `region`; its granule is the region's chunk.
     pub fn new(region: FarRegion) -> Result<FarHeap, SwapError> {
+        FarHeap::build(region, None)
+    }
+
+    /// A heap over all of `region` that a [`SwapAllocator`] uses only once
+    /// `gate` reports memory pressure (see [`PressureGate`]). The explicit
+    /// API ([`allocate`](Self::allocate), [`FarVec`]) is not gated.
+    pub fn with_pressure_gate(region: FarRegion, gate: PressureGate) -> Result<FarHeap, SwapError> {
+        FarHeap::build(region, Some(gate))
+    }
+
+    fn build(region: FarRegion, gate: Option<PressureGate>) -> Result<FarHeap, SwapError> {
         let _local = Bypass::enter();
         let base = region.as_ptr() as usize;
         let len = region.len();
@@ -332,6 +392,8 @@ impl FarHeap {
             refs: AtomicUsize::new(1),
             allocated: AtomicUsize::new(0),
             leaked: AtomicU64::new(0),
+            engaged: AtomicBool::new(gate.is_none()),
+            gate,
         });
         let mut table = registry();
         let Some(entry) = table.iter_mut().find(|e| e.2 == 0) else {
@@ -426,6 +488,13 @@ impl FarHeap {
     pub fn granule(&self) -> usize {
         self.inner().granule
     }
+
+    /// Whether the [`SwapAllocator`] has started sending allocations here:
+    /// at once for a heap without a [`PressureGate`], at the first
+    /// allocation under pressure for one with a gate.
+    pub fn is_engaged(&self) -> bool {
+        self.inner().engaged.load(Ordering::Acquire)
+    }
 }
 
 impl Clone for FarHeap {
@@ -509,6 +578,15 @@ fn current_heap() -> Option<NonNull<HeapInner>> {
     NonNull::new(CURRENT.try_with(Cell::get).unwrap_or(std::ptr::null()).cast_mut())
 }
 
+/// Set by the first allocation through a [`SwapAllocator`].
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a [`SwapAllocator`] serves this process's allocations (it has
+/// allocated at least once): without one, entering a heap changes nothing.
+pub fn allocator_installed() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
 /// The default threshold of [`SwapAllocator`]: 256 KiB.
 pub const DEFAULT_THRESHOLD: usize = 256 << 10;
 
@@ -578,7 +656,7 @@ impl<A: GlobalAlloc> SwapAllocator<A> {
         let heap = current_heap()?;
         // SAFETY: the thread-local owns a reference to the heap it names.
         let heap = unsafe { heap.as_ref() };
-        if layout.align() > heap.granule {
+        if layout.align() > heap.granule || !heap.admits(layout.size()) {
             return None;
         }
         heap.alloc_block(layout).map(NonNull::as_ptr)
@@ -593,6 +671,9 @@ impl<A: GlobalAlloc> SwapAllocator<A> {
 // forwarded to `A` unchanged.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for SwapAllocator<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !INSTALLED.load(Ordering::Relaxed) {
+            INSTALLED.store(true, Ordering::Relaxed);
+        }
         if let Some(ptr) = self.far_alloc(layout) {
             return ptr;
         }

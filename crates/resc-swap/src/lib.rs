@@ -186,6 +186,8 @@ mod sys;
 
 pub use config::{EvictionPolicy, HandlerPolicy, SwapConfig};
 pub use error::{FailedOp, SwapError};
-pub use heap::{Entered, FarHeap, FarVec, SwapAllocator, DEFAULT_THRESHOLD, MAX_HEAPS};
+pub use heap::{
+    allocator_installed, Entered, FarHeap, FarVec, PressureGate, SwapAllocator, DEFAULT_THRESHOLD, MAX_HEAPS,
+};
 pub use region::{FarRegion, Plain};
 pub use stats::SwapStats;

@@ -217,6 +217,14 @@ impl Limits {
 }
 
 impl Pager {
+    /// Takes new limits; an over-budget pager evicts at the next fault.
+    /// Never allocates (it may run inside the global allocator).
+    pub(crate) fn set_limits(&mut self, limits: &Limits) {
+        self.budget = limits.budget;
+        self.free_target = limits.free_target;
+        self.streams.set_windows(limits.initial_window, limits.max_window);
+    }
+
     pub(crate) fn new(geometry: &Geometry, limits: &Limits, policy: EvictionPolicy) -> Pager {
         let residents = match policy {
             EvictionPolicy::Clock => Residents::Clock(VecDeque::with_capacity(limits.budget + 1)),

@@ -104,6 +104,14 @@ impl Streams {
         }
     }
 
+    /// New window limits (after the local budget changed); streams in
+    /// flight keep their windows, clipped at the next growth. Never allocates.
+    pub(crate) fn set_windows(&mut self, initial: usize, max: usize) {
+        self.initial = initial.min(max);
+        self.max = max;
+        self.reached = self.reached.min(max);
+    }
+
     /// A missing fault on chunk `c` of a region of `chunks` chunks at time
     /// `now` (any monotonic clock, e.g. nanoseconds): the read-ahead to do.
     ///

@@ -202,6 +202,25 @@ impl FarRegion {
         self.shared.pager.lock().discard(&self.shared, offset, len);
     }
 
+    /// Changes the local budget to `bytes`, rounded down to whole chunks and
+    /// raised to the minimum of four chunks; read-ahead windows and the free
+    /// target are clipped to the new budget as [`SwapConfig`] describes. A
+    /// smaller budget takes effect at the next fault, which evicts down to
+    /// it. Returns the budget now in force, in bytes.
+    ///
+    /// It never allocates, so a [`PressureGate`](crate::PressureGate) may
+    /// call it from inside the global allocator.
+    pub fn set_local_budget(&self, bytes: u64) -> u64 {
+        let chunk = self.shared.geometry.chunk() as u64;
+        let bytes = bytes.max(4 * chunk) / chunk * chunk;
+        let config = SwapConfig { local_budget: bytes, ..self.shared.config.clone() };
+        // At least four chunks, so `Limits::new` cannot refuse it.
+        if let Ok(limits) = Limits::new(&config, &self.shared.geometry) {
+            self.shared.pager.lock().set_limits(&limits);
+        }
+        bytes
+    }
+
     /// The configuration it was made with.
     pub fn config(&self) -> &SwapConfig {
         &self.shared.config

@@ -183,3 +183,48 @@ fn a_sandbox_enters_the_heap_through_the_thread_account_hook() {
     assert!(!heap.contains(far.1 as *const u8), "after leaving: local");
     assert_eq!(far.0.iter().map(|&x| u64::from(x)).sum::<u64>(), 7 * (2 << 20));
 }
+
+thread_local! {
+    /// What the gated heap's test pretends the thread holds locally.
+    static LOCAL_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn local_bytes() -> u64 {
+    LOCAL_BYTES.with(std::cell::Cell::get)
+}
+
+#[test]
+fn a_gated_heap_engages_under_pressure_and_takes_what_the_slot_has_left() {
+    if !userfaultfd_or_skip() {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let (region, _memory) = region(small(256 * MIB, MIB));
+    let gate = resc_swap::PressureGate { local_bytes, local_limit: 8 * MIB, headroom: MIB };
+    let heap = FarHeap::with_pressure_gate(region, gate).expect("heap");
+    LOCAL_BYTES.with(|b| b.set(MIB));
+    let _entered = heap.enter();
+
+    let fits: Vec<u8> = Vec::with_capacity(2 << 20);
+    assert!(!heap.contains(fits.as_ptr()), "1 MiB held + 2 MiB fits the 8 MiB slot: local");
+    assert!(!heap.is_engaged());
+
+    let mut overflow: Vec<u64> = vec![0; 4 << 20]; // 32 MiB: over the slot
+    assert!(heap.contains(overflow.as_ptr().cast()), "under pressure: far");
+    assert!(heap.is_engaged());
+    let after: Vec<u8> = Vec::with_capacity(512 << 10);
+    assert!(heap.contains(after.as_ptr()), "once engaged, large allocations stay far");
+
+    for (i, w) in overflow.iter_mut().enumerate() {
+        *w = i as u64;
+    }
+    assert!(overflow.iter().enumerate().all(|(i, &w)| w == i as u64));
+    let stats = heap.stats();
+    assert!(stats.bytes_written_back > 0, "32 MiB over a 6 MiB budget swapped: {stats:?}");
+    assert!(
+        stats.peak_resident_bytes > 2 * MIB && stats.peak_resident_bytes <= 6 * MIB,
+        "the budget became the slot's 7 MiB left less 1 MiB of headroom, not the region's initial 1 MiB: {stats:?}"
+    );
+    heap.check().expect("nothing failed");
+    drop((fits, overflow, after));
+}

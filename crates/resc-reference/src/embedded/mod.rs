@@ -3,6 +3,7 @@
 //! invocations end to end, disaggregated or aggregated into one sandbox.
 
 mod connect;
+mod elastic;
 mod faults;
 mod health;
 mod placer;
@@ -12,6 +13,8 @@ use crate::alloc_meter::{self, AllocationAccount};
 use crate::driver::{Command, Driver, Event, Loss};
 use crate::metering::{ComputeTicket, InvocationMeter, Sampler, Usage};
 use connect::{ConnectTiming, Connector};
+pub use elastic::SwapSettings;
+use elastic::{Elastic, ElasticHeaps, InstanceAccount};
 pub use faults::{Fault, FaultCounts, FaultPlan};
 use parking_lot::Mutex;
 use placer::Placer;
@@ -29,6 +32,7 @@ use resc_core::size_class::SizeClasses;
 use resc_core::transport::Transport;
 use resc_core::trigger_log::{LogError, TriggerLog, TriggerRecord, TriggerSource};
 use resc_rdma::tcp::{Directory, TcpNodeServer, TcpTransport};
+use resc_swap::{FailedOp, SwapError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +61,11 @@ pub struct PlatformConfig {
     pub data_path: DataPath,
     /// Keep-alive and pre-warming of compute sandboxes.
     pub warm: WarmStartConfig,
+    /// How compute instances that outgrow their slot swap to the memory
+    /// pool; `None`: they run over their slot instead (and metering flags
+    /// them). Swapping needs userfaultfd and the
+    /// [`PlatformAllocator`](crate::alloc_meter::PlatformAllocator).
+    pub swap: Option<SwapSettings>,
 }
 
 /// How compute instances reach memory components.
@@ -92,6 +101,7 @@ impl Default for PlatformConfig {
             seed: 0x5eed,
             data_path: DataPath::InProcess,
             warm: WarmStartConfig::default(),
+            swap: Some(SwapSettings::default()),
         }
     }
 }
@@ -243,6 +253,8 @@ pub struct EmbeddedPlatform {
     faults: Option<Arc<FaultPlan>>,
     /// Node heartbeats (only when nodes can fail: with a fault plan).
     health: Option<Arc<health::Health>>,
+    /// Far heaps for compute instances, when they may swap.
+    swap: Option<Arc<ElasticHeaps>>,
 }
 
 impl std::fmt::Debug for EmbeddedPlatform {
@@ -261,6 +273,19 @@ struct Running {
     ticket: ComputeTicket,
     /// Its connection set-up, once done.
     connecting: Option<crossbeam_channel::Receiver<ConnectTiming>>,
+    /// Its far heap, when it may swap.
+    elastic: Option<Elastic>,
+}
+
+/// How an instance's end is reported to the driver.
+enum Ended {
+    /// As its code piece returned.
+    AsReturned,
+    /// Killed by an injected fault: the compute component is lost.
+    Killed,
+    /// A backing component of its swap space failed: whatever it computed
+    /// may rest on zeros read in place of its data.
+    SwapFailed(resc_swap::SwapError),
 }
 
 /// A finished instance: its component, instance and attempt, and its outcome.
@@ -327,12 +352,28 @@ impl EmbeddedPlatform {
                 .map_err(|e| PlatformError::Config(format!("cannot build the scheduler: {e}")))?,
         );
         housekeeping(&placer);
+        let memory = Arc::new(memory);
+        let swap = config.swap.map(|settings| {
+            let transport: Arc<dyn Transport> = match &tcp {
+                Some((directory, _)) => Arc::new(TcpTransport::new(directory.clone())),
+                None => fabric.clone(),
+            };
+            let classes = &config.size_classes;
+            ElasticHeaps::start(
+                settings,
+                classes.compute_slot(),
+                classes.smallest(),
+                placer.clone(),
+                memory.clone(),
+                transport,
+            )
+        });
         Ok(EmbeddedPlatform {
             placer,
             config,
             registry,
             fabric,
-            memory: Arc::new(memory),
+            memory,
             sandbox,
             log: Arc::new(InMemoryTriggerLog::new()),
             next_invocation: AtomicU64::new(1),
@@ -340,6 +381,7 @@ impl EmbeddedPlatform {
             connector,
             faults: None,
             health: None,
+            swap,
         })
     }
 
@@ -355,6 +397,15 @@ impl EmbeddedPlatform {
     pub fn with_trigger_log(mut self, log: Arc<dyn TriggerLog>) -> Self {
         self.log = log;
         self
+    }
+
+    /// Whether compute instances swap when they outgrow their slot here;
+    /// `Err` says why not (switched off, or userfaultfd unavailable).
+    pub fn swap_available(&self) -> Result<(), String> {
+        match &self.swap {
+            None => Err("swap is switched off in the platform configuration".into()),
+            Some(heaps) => heaps.unavailable().map_or(Ok(()), Err),
+        }
     }
 
     /// The configuration.
@@ -879,7 +930,7 @@ impl Invocation<'_> {
                 Some(_) => self.channel.1.recv_timeout(health::BEAT),
                 None => self.channel.1.recv().map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
             };
-            let (component, instance, attempt, outcome) = match completion {
+            let (component, instance, attempt, mut outcome) = match completion {
                 Ok(completion) => completion,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     self.missed_heartbeats();
@@ -890,13 +941,23 @@ impl Invocation<'_> {
                 }
             };
             self.missed_heartbeats();
-            let killed = self.finish(component, instance, attempt, &outcome);
+            let ended = self.finish(component, instance, attempt, &mut outcome);
             if failure.is_some() || attempt != driver.attempt(component) {
                 continue; // stopping, or an instance already discarded
             }
-            let event = match (killed, outcome.output) {
-                (true, _) => Event::Lost { component, instance, attempt, loss: Loss::Compute },
-                (false, Ok(output)) => {
+            let event = match (ended, outcome.output) {
+                (Ended::Killed, _) => Event::Lost { component, instance, attempt, loss: Loss::Compute },
+                // No swap space to be had: running it again would not help.
+                (Ended::SwapFailed(e @ SwapError::BackingFailed { during: FailedOp::Allocate, .. }), _) => {
+                    Event::Failed { component, instance, attempt, reason: format!("swap: {e}") }
+                }
+                // A swap component was lost: what the instance computed is
+                // discarded and it runs again, like any lost compute component.
+                (Ended::SwapFailed(e), _) => {
+                    tracing::warn!(component = %self.graph.compute(component).name, error = %e, "swap space failed; the instance runs again");
+                    Event::Lost { component, instance, attempt, loss: Loss::Compute }
+                }
+                (Ended::AsReturned, Ok(output)) => {
                     let logged = log.append(&TriggerRecord {
                         invocation: self.invocation,
                         source: TriggerSource::Component { component, instance },
@@ -909,7 +970,7 @@ impl Invocation<'_> {
                     self.triggers += self.graph.triggers(component).len();
                     Event::Finished { component, instance, attempt, output }
                 }
-                (false, Err(e)) => match self.lost_memory_of(&e) {
+                (Ended::AsReturned, Err(e)) => match self.lost_memory_of(&e) {
                     Some(memory) => Event::Lost { component, instance, attempt, loss: Loss::Memory(memory) },
                     None => Event::Failed { component, instance, attempt, reason: e.to_string() },
                 },
@@ -1053,6 +1114,16 @@ impl Invocation<'_> {
             return Err(PlatformError::AccountsExhausted);
         };
         let ticket = self.meter.compute_started(&spec.name, slot, spec.millicores, account.clone());
+        let elastic = self
+            .platform
+            .swap
+            .as_ref()
+            .and_then(|heaps| heaps.take(self.graph.app(), &spec.name, placement.node, &self.meter));
+        if let Some(elastic) = &elastic {
+            self.meter.compute_swaps_to(ticket, elastic.heap().clone());
+        }
+        let account =
+            Arc::new(InstanceAccount { allocations: account, heap: elastic.as_ref().map(|e| e.heap().clone()) });
         let placed = Instant::now();
         let mut context = Context::new(self.bindings.clone(), component, instance, inputs);
         let mut connecting = None;
@@ -1086,7 +1157,7 @@ impl Invocation<'_> {
         );
         match started {
             Ok(()) => {
-                let running = Running { placement, killed, env, ticket, connecting };
+                let running = Running { placement, killed, env, ticket, connecting, elastic };
                 self.running.insert((component, instance, attempt), running);
                 self.prewarm_next(component, placement.node);
                 Ok(())
@@ -1095,6 +1166,9 @@ impl Invocation<'_> {
                 placer.release(&placement);
                 self.platform.sandbox.retire(env);
                 self.meter.compute_finished(ticket, Duration::ZERO);
+                if let (Some(heaps), Some(elastic)) = (&self.platform.swap, elastic) {
+                    heaps.give_back(elastic);
+                }
                 Err(e.into())
             }
         }
@@ -1133,11 +1207,15 @@ impl Invocation<'_> {
         nodes
     }
 
-    /// Releases what a finished instance held; returns whether it was killed.
-    fn finish(&mut self, component: ComputeId, instance: u32, attempt: u32, outcome: &SandboxOutcome) -> bool {
-        let mut killed = false;
+    /// Releases what a finished instance held; returns how its end is to
+    /// be reported.
+    fn finish(&mut self, component: ComputeId, instance: u32, attempt: u32, outcome: &mut SandboxOutcome) -> Ended {
+        let mut ended = Ended::AsReturned;
         if let Some(running) = self.running.remove(&(component, instance, attempt)) {
-            killed = running.killed;
+            let killed = running.killed;
+            if killed {
+                ended = Ended::Killed;
+            }
             let name = &self.graph.compute(component).name;
             if killed {
                 // A dead sandbox is not kept warm.
@@ -1147,6 +1225,21 @@ impl Invocation<'_> {
                 self.platform.placer.finish(self.graph.app(), name, running.placement, running.env);
             }
             self.meter.compute_finished(running.ticket, outcome.usage.cpu);
+            if let Some(elastic) = running.elastic {
+                if let (Err(e), false) = (elastic.heap().check(), killed) {
+                    ended = Ended::SwapFailed(e);
+                }
+                // An output in far memory would keep the heap and its swap
+                // space alive for as long as anyone holds the output.
+                if let Ok(output) = &mut outcome.output {
+                    if elastic.heap().contains(output.as_ptr()) {
+                        *output = output.as_slice().to_vec();
+                    }
+                }
+                if let Some(heaps) = &self.platform.swap {
+                    heaps.give_back(elastic);
+                }
+            }
             let connected = running.connecting.and_then(|c| c.recv().ok());
             let us = |d: Duration| d.as_secs_f64() * 1e6;
             self.startup.push(StartupTrace {
@@ -1159,6 +1252,6 @@ impl Invocation<'_> {
         }
         self.compute_wall += outcome.usage.wall;
         self.cache.add(&outcome.context.cache_stats());
-        killed
+        ended
     }
 }
