@@ -133,6 +133,25 @@ impl UsageHistory {
             }
         }
     }
+
+    /// Folds in one invocation's communication only (bytes per peer), for
+    /// runs that measured nothing else per component: an aggregated
+    /// group's components share one sandbox, so their memory and CPU are
+    /// not told apart, while their traffic still is. The other averages
+    /// keep their values.
+    pub fn fold_communication<'a>(&mut self, traffic: impl IntoIterator<Item = (&'a str, BTreeMap<String, f64>)>) {
+        self.invocations += 1;
+        let alpha = self.alpha;
+        for (name, observed) in traffic {
+            let h = self.components.entry(name.to_owned()).or_default();
+            for (peer, bytes) in h.network_bytes.iter_mut() {
+                *bytes = ema(alpha, *bytes, observed.get(peer).copied().unwrap_or(0.0));
+            }
+            for (peer, bytes) in observed {
+                h.network_bytes.entry(peer).or_insert(alpha * bytes);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +182,17 @@ mod tests {
         h.fold([("c", Observation::default())]);
         h.fold([("c", with_peer(64.0))]);
         assert_eq!(h.component("c").expect("observed").network_bytes["m"], 48.0, "64 → 32 → 48");
+    }
+
+    #[test]
+    fn folding_communication_leaves_the_other_averages_alone() {
+        let mut h = UsageHistory::new(0.5);
+        let traffic = |bytes| BTreeMap::from([("m".to_owned(), bytes)]);
+        h.fold([("c", Observation { network_bytes: traffic(100.0), ..memory(64.0) })]);
+        h.fold_communication([("c", traffic(300.0))]);
+        let c = h.component("c").expect("observed");
+        assert_eq!((c.memory_bytes, c.network_bytes["m"]), (64.0, 200.0));
+        assert_eq!(h.invocations(), 2);
     }
 
     #[test]

@@ -170,6 +170,27 @@ enum DemoCommand {
     Chain(ChainArgs),
     /// Fig. 23–24: fixed, peak and adjusted memory sizes on synthetic profiles.
     Adjust(AdjustArgs),
+    /// Fig. 25: aggregation and disaggregation at the balanced pool's watermark.
+    Adapt(AdaptArgs),
+}
+
+#[derive(Debug, Args)]
+struct AdaptArgs {
+    /// Print all figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Controller steps (one invocation of each application per step).
+    #[arg(long, default_value_t = 60)]
+    steps: u32,
+    /// The pinned application's invocations in flight at its peak (1 at rest).
+    #[arg(long, default_value_t = 5.2)]
+    peak_load: f64,
+    /// Where to write the timeline as CSV.
+    #[arg(long, default_value = "out/adapt.csv")]
+    csv: PathBuf,
+    /// Where to write the timeline as SVG.
+    #[arg(long, default_value = "out/adapt.svg")]
+    svg: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -274,11 +295,7 @@ fn demo_lr(args: LrArgs) -> Result<(), String> {
     let report = demo::run_lr(&options, &mut on_progress).map_err(|e| e.to_string());
     bar.finish_and_clear();
     let report = report?;
-    if let Some(dir) = args.svg.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    std::fs::write(&args.svg, resc_reference::svg::lr_memory_chart(&report))
-        .map_err(|e| format!("cannot write {}: {e}", args.svg.display()))?;
+    write_out(&args.svg, &resc_reference::svg::lr_memory_chart(&report))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else {
@@ -422,6 +439,33 @@ fn run(args: &RunArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+/// Writes `content` to `path`, creating its directory.
+fn write_out(path: &Path, content: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, content).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn demo_adapt(args: &AdaptArgs) -> Result<(), String> {
+    use resc_reference::adapt::scenario::{self, AdaptDemoOptions};
+    let options = AdaptDemoOptions { steps: args.steps, peak_load: args.peak_load };
+    let bar = ProgressBar::new_spinner();
+    bar.set_message("running the scenario");
+    let report = scenario::run(&options).map_err(|e| e.to_string());
+    bar.finish_and_clear();
+    let report = report?;
+    write_out(&args.csv, &scenario::csv(&report))?;
+    write_out(&args.svg, &scenario::svg(&report))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", scenario::table(&report));
+        println!("\nTimeline: {} and {}", args.csv.display(), args.svg.display());
+    }
+    Ok(())
+}
+
 fn demo_adjust(args: &AdjustArgs) -> Result<(), String> {
     use resc_reference::adapt::profiles::{self, AdjustDemoOptions};
     let options =
@@ -435,6 +479,7 @@ fn main() -> ExitCode {
         Command::Demo(DemoCommand::Lr(args)) => demo_lr(args),
         Command::Demo(DemoCommand::Chain(args)) => demo_chain(&args),
         Command::Demo(DemoCommand::Adjust(args)) => demo_adjust(&args),
+        Command::Demo(DemoCommand::Adapt(args)) => demo_adapt(&args),
         Command::Validate { file } => validate(&file),
         Command::MemoryServer(args) => memory_server(&args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport(&args),

@@ -6,6 +6,7 @@ use super::ChannelError;
 use crate::graph::ComponentKind;
 use crate::memory::{LocalError, LocalMemory, ProvisionError, StateError};
 use crate::transport::Message;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub(crate) enum ChannelKind {
@@ -93,6 +94,9 @@ pub struct Channel {
     name: String,
     kind_of_target: ComponentKind,
     kind: ChannelKind,
+    /// Bytes this instance moved over the channel: read and written on a
+    /// memory component, sent on a message channel.
+    traffic: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -123,8 +127,12 @@ fn local_error(name: &str, e: LocalError, addr: u64, len: usize) -> ChannelError
 }
 
 impl Channel {
-    pub(crate) fn new(name: String, kind_of_target: ComponentKind, kind: ChannelKind) -> Self {
-        Channel { name, kind_of_target, kind }
+    pub(crate) fn new(name: String, kind_of_target: ComponentKind, kind: ChannelKind, traffic: Arc<AtomicU64>) -> Self {
+        Channel { name, kind_of_target, kind, traffic }
+    }
+
+    fn count(&self, bytes: usize) {
+        self.traffic.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// The target component's name.
@@ -162,6 +170,7 @@ impl Channel {
     /// ahead; a write by this instance to the component drops what was
     /// fetched ahead of it.
     pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ChannelError> {
+        self.count(buf.len());
         match &mut self.kind {
             ChannelKind::Local(m) => m.read(addr, buf).map_err(|e| local_error(&self.name, e, addr, buf.len())),
             ChannelKind::Remote(r) => r.read(addr, buf),
@@ -176,6 +185,7 @@ impl Channel {
     /// in the sandbox; otherwise from a buffer the channel reuses, filled by
     /// one read. `f` sees this instance's buffered writes.
     pub fn read_with<T>(&mut self, addr: u64, len: usize, f: impl FnOnce(&[u8]) -> T) -> Result<T, ChannelError> {
+        self.count(len);
         match &mut self.kind {
             ChannelKind::Local(m) => m.read_with(addr, len, f).map_err(|e| local_error(&self.name, e, addr, len)),
             ChannelKind::Remote(r) => r.read_with(addr, len, f),
@@ -205,6 +215,7 @@ impl Channel {
     /// Like [`read_async`](Self::read_async), reusing `buf` (its length is the read's length).
     pub fn read_async_into(&mut self, addr: u64, mut buf: Vec<u8>) -> Result<PendingRead, ChannelError> {
         if let ChannelKind::Remote(r) = &mut self.kind {
+            self.traffic.fetch_add(buf.len() as u64, Ordering::Relaxed);
             return r.read_async(addr, buf);
         }
         self.read(addr, &mut buf)?;
@@ -263,6 +274,7 @@ impl Channel {
             let size = self.len();
             return Err(ChannelError::OutOfRange { component: self.name.clone(), addr, len: data.len() as u64, size });
         }
+        self.count(data.len());
         match &mut self.kind {
             ChannelKind::Local(m) => m.write(addr, data).map_err(|e| local_error(&self.name, e, addr, data.len())),
             ChannelKind::Remote(r) => r.write(addr, data, buffered),
@@ -296,6 +308,7 @@ impl Channel {
     /// Sends a message to the peer instance with this instance's index
     /// (modulo the peer's parallelism).
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
+        self.count(payload.len());
         match &self.kind {
             ChannelKind::Peer(p) => p.send_to(&self.name, p.default_instance(), payload),
             _ => Err(self.wrong("send")),
@@ -304,6 +317,7 @@ impl Channel {
 
     /// Sends a message to one instance of the peer.
     pub fn send_to(&mut self, instance: u32, payload: &[u8]) -> Result<(), ChannelError> {
+        self.count(payload.len());
         match &self.kind {
             ChannelKind::Peer(p) => p.send_to(&self.name, instance, payload),
             _ => Err(self.wrong("send")),

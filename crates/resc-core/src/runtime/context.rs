@@ -9,6 +9,8 @@ use crate::ids::{ComputeId, Endpoint};
 use crate::memory::{CacheStats, LineCache};
 use crate::runtime::MemoryHandle;
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ pub struct Context {
     transport: Arc<dyn crate::transport::Transport>,
     stash: Stash,
     recv_timeout: Arc<Mutex<Duration>>,
+    /// Bytes moved per target component, over every channel opened to it.
+    traffic: BTreeMap<String, Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -54,6 +58,7 @@ impl Context {
             cache: None,
             stash: Stash::default(),
             recv_timeout: Arc::new(Mutex::new(DEFAULT_RECV_TIMEOUT)),
+            traffic: BTreeMap::new(),
         }
     }
 
@@ -142,7 +147,17 @@ impl Context {
                 timeout: self.recv_timeout.clone(),
             }),
         };
-        Ok(Channel::new(name.to_owned(), self.bindings.kind_of(target), kind))
+        let traffic = self.traffic.entry(name.to_owned()).or_default().clone();
+        Ok(Channel::new(name.to_owned(), self.bindings.kind_of(target), kind, traffic))
+    }
+
+    /// Bytes this instance moved per component it reached: read from and
+    /// written to each memory component, sent to each compute peer (what
+    /// crosses the network when they run apart, and what aggregating them
+    /// saves). Counted the same way aggregated or not, whatever the cache
+    /// served.
+    pub fn traffic(&self) -> BTreeMap<String, u64> {
+        self.traffic.iter().map(|(name, bytes)| (name.clone(), bytes.load(Ordering::Relaxed))).collect()
     }
 
     /// Writes back every buffered write of every channel.

@@ -1189,3 +1189,24 @@ fn buffered_writes_past_the_watermark_leave_in_the_background() {
     assert_eq!(rig.in_memory(M, 0, data.len()), data);
     assert_eq!(read(&mut m, 0, data.len()), data);
 }
+
+#[test]
+fn traffic_counts_every_byte_moved_once_per_target_remote_or_local() {
+    for bindings in [rig(16 * MIB, tiny_cache(8)).bindings, local()] {
+        let mut a = ctx(&bindings, "a");
+        let mut m = a.channel("m").unwrap();
+        m.write(0, &[1u8; 3000]).unwrap();
+        let _ = m.write_async(3000, &[2u8; 1000]).unwrap();
+        let _ = read(&mut m, 0, 100); // a cache hit counts as much as a miss
+        let pending = m.read_async(0, 400).unwrap();
+        let _ = m.sync(pending).unwrap();
+        m.read_with(0, 50, |_| ()).unwrap();
+        // A second channel to the same component adds to the same count.
+        let mut again = a.channel("m").unwrap();
+        let _ = read(&mut again, 10, 50);
+        assert_eq!(
+            a.traffic(),
+            std::collections::BTreeMap::from([("m".to_owned(), 3000 + 1000 + 100 + 400 + 50 + 50)])
+        );
+    }
+}

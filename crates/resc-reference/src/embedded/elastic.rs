@@ -156,6 +156,8 @@ impl MemoryPool for SwapSpace {
 pub(crate) struct Elastic {
     heap: FarHeap,
     space: Arc<SwapSpace>,
+    /// The local memory its gate allows.
+    slot: u64,
 }
 
 impl Elastic {
@@ -223,7 +225,7 @@ impl ElasticHeaps {
         self.unavailable.lock().clone()
     }
 
-    fn create(&self) -> Result<Elastic, SwapError> {
+    fn create(&self, slot: u64) -> Result<Elastic, SwapError> {
         alloc_meter::uncharged(|| {
             let space = Arc::new(SwapSpace {
                 placer: self.placer.clone(),
@@ -231,35 +233,37 @@ impl ElasticHeaps {
                 owner: Mutex::new(None),
                 held: Mutex::new(HashMap::new()),
             });
-            let mut config = SwapConfig::new(self.settings.capacity_bytes, self.slot);
+            let mut config = SwapConfig::new(self.settings.capacity_bytes, slot);
             config.segment_size = self.segment;
             let region = FarRegion::new(config, space.clone(), self.transport.clone())?;
             // A sixteenth of the slot stays for small allocations after swap is on.
-            let gate = PressureGate {
-                local_bytes: alloc_meter::current_thread_bytes,
-                local_limit: self.slot,
-                headroom: self.slot / 16,
-            };
-            Ok(Elastic { heap: FarHeap::with_pressure_gate(region, gate)?, space })
+            let gate =
+                PressureGate { local_bytes: alloc_meter::current_thread_bytes, local_limit: slot, headroom: slot / 16 };
+            Ok(Elastic { heap: FarHeap::with_pressure_gate(region, gate)?, space, slot })
         })
     }
 
     /// A far heap for an instance of `component` of `app` starting on
-    /// `node`, its swap space metered by `meter`; `None` when swap is off
-    /// here (no userfaultfd, or too many heaps at once).
+    /// `node` with `slot` bytes of local memory, its swap space metered by
+    /// `meter`; `None` when swap is off here (no userfaultfd, or too many
+    /// heaps at once). Heaps kept ready are for the platform's slot; another
+    /// slot gets a heap made now.
     pub(crate) fn take(
         &self,
         app: &str,
         component: &str,
+        slot: u64,
         node: NodeId,
         meter: &Arc<InvocationMeter>,
     ) -> Option<Elastic> {
-        let ready = self.ready.lock().pop();
+        if self.unavailable.lock().is_some() {
+            return None;
+        }
+        let ready = if slot == self.slot { self.ready.lock().pop() } else { None };
         self.taken.notify_one();
         let elastic = match ready {
             Some(elastic) => elastic,
-            None if self.unavailable.lock().is_some() => return None,
-            None => match self.create() {
+            None => match self.create(slot) {
                 Ok(elastic) => elastic,
                 Err(e) => {
                     tracing::warn!(error = %e, component, "instance runs without swap");
@@ -280,7 +284,8 @@ impl ElasticHeaps {
     /// kept ready; one that did is dropped (its swap space freed now, or
     /// once the last block it holds, a code piece's output say, is freed).
     pub(crate) fn give_back(&self, elastic: Elastic) {
-        if elastic.heap.is_engaged() || elastic.heap.allocated_bytes() > 0 || elastic.heap.check().is_err() {
+        let reusable = elastic.slot == self.slot && !elastic.heap.is_engaged() && elastic.heap.allocated_bytes() == 0;
+        if !reusable || elastic.heap.check().is_err() {
             return;
         }
         elastic.space.unbind();
@@ -296,7 +301,7 @@ fn fill(heaps: &Weak<ElasticHeaps>) {
     loop {
         let Some(heaps) = heaps.upgrade() else { return };
         if heaps.ready.lock().len() < heaps.settings.ready {
-            match heaps.create() {
+            match heaps.create(heaps.slot) {
                 Ok(elastic) => heaps.ready.lock().push(elastic),
                 Err(e @ (SwapError::UserfaultfdUnavailable { .. } | SwapError::UnsupportedKernel { .. })) => {
                     tracing::warn!(error = %e, "compute instances run without swap");

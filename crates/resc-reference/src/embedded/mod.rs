@@ -11,7 +11,7 @@ mod provision;
 
 use crate::alloc_meter::{self, AllocationAccount};
 use crate::driver::{Command, Driver, Event, Loss};
-use crate::metering::{ComputeTicket, InvocationMeter, Sampler, Usage};
+use crate::metering::{self, ComputeTicket, InvocationMeter, Sampler, Usage};
 use connect::{ConnectTiming, Connector};
 pub use elastic::SwapSettings;
 use elastic::{Elastic, ElasticHeaps, InstanceAccount};
@@ -176,12 +176,37 @@ pub enum PlatformError {
 #[derive(Debug, Clone)]
 pub struct Deployment {
     graph: Arc<ResourceGraph>,
+    /// Compute components placed other than in a compute-pool slot.
+    placements: Arc<BTreeMap<ComputeId, ComputePlacement>>,
+}
+
+/// Where a compute component's instances run, when not in the compute pool
+/// with the platform's slot (the adjuster moves components that outgrow it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ComputePlacement {
+    /// The pool.
+    pub pool: Pool,
+    /// Local memory per instance, bytes (beyond it, instances swap).
+    pub local_bytes: u64,
 }
 
 impl Deployment {
     /// The deployed graph.
     pub fn graph(&self) -> &Arc<ResourceGraph> {
         &self.graph
+    }
+
+    /// Where `component`'s instances run, if not in a compute-pool slot.
+    pub fn placement(&self, component: ComputeId) -> Option<ComputePlacement> {
+        self.placements.get(&component).copied()
+    }
+
+    /// The same deployment with `component`'s instances run as `placement`
+    /// says (in the balanced pool with more local memory, say).
+    pub fn with_placement(&self, component: ComputeId, placement: ComputePlacement) -> Deployment {
+        let mut placements = (*self.placements).clone();
+        placements.insert(component, placement);
+        Deployment { graph: self.graph.clone(), placements: Arc::new(placements) }
     }
 }
 
@@ -209,6 +234,54 @@ pub struct InvocationReport {
     /// sandboxes held meanwhile (platform-wide: the warm pool serves every
     /// application; not in `usage`, which is this invocation's own).
     pub warm: WarmUsage,
+    /// Bytes each compute component moved per peer: read from and written
+    /// to each memory component it accesses, sent to each compute peer
+    /// (summed over instances; measured alike aggregated or not).
+    pub traffic: Traffic,
+    /// Whether it ran aggregated in one sandbox.
+    pub aggregated: bool,
+}
+
+/// Bytes moved, by compute component, then by peer component.
+pub type Traffic = BTreeMap<String, BTreeMap<String, u64>>;
+
+fn add_traffic(total: &mut Traffic, component: &str, moved: BTreeMap<String, u64>) {
+    let into = total.entry(component.to_owned()).or_default();
+    for (peer, bytes) in moved {
+        *into.entry(peer).or_default() += bytes;
+    }
+}
+
+impl InvocationReport {
+    /// The invocation as the usage history sees it (paper §5.3.1): per
+    /// compute component its CPU time, peak memory including what it
+    /// swapped out, swap figures and bytes per peer; per memory component
+    /// its peak length. Swap space and other per-instance records are
+    /// folded into their components.
+    pub fn observations(&self) -> Vec<(String, resc_core::usage::Observation)> {
+        use resc_core::usage::Observation;
+        let mut observations = Vec::new();
+        for c in &self.usage.components {
+            let observation = match c.side {
+                metering::Side::Compute => Observation {
+                    cpu_s: c.consumption.cpu_used_s,
+                    memory_bytes: (c.peak_bytes + c.swap.peak_swap_space_bytes) as f64,
+                    swap_bytes: c.swap.peak_swap_space_bytes as f64,
+                    swaps: c.swap.swaps() as f64,
+                    network_bytes: self
+                        .traffic
+                        .get(&c.name)
+                        .map(|peers| peers.iter().map(|(p, &b)| (p.clone(), b as f64)).collect())
+                        .unwrap_or_default(),
+                },
+                // Swap space is its compute component's (counted there).
+                metering::Side::Memory if c.name.ends_with("#swap") => continue,
+                metering::Side::Memory => Observation { memory_bytes: c.peak_bytes as f64, ..Observation::default() },
+            };
+            observations.push((c.name.clone(), observation));
+        }
+        observations
+    }
 }
 
 /// One compute instance's start, in µs from the moment it was placed.
@@ -445,7 +518,7 @@ impl EmbeddedPlatform {
             })
             .collect();
         self.placer.deployed(graph.app(), entries);
-        Ok(Deployment { graph: Arc::new(graph) })
+        Ok(Deployment { graph: Arc::new(graph), placements: Arc::default() })
     }
 
     fn invocation_id(&self) -> InvocationId {
@@ -521,6 +594,7 @@ impl EmbeddedPlatform {
         let mut run = Invocation {
             platform: self,
             graph: graph.clone(),
+            placements: deployment.placements.clone(),
             invocation,
             bindings: bindings.clone(),
             meter: meter.clone(),
@@ -532,6 +606,7 @@ impl EmbeddedPlatform {
             triggers: 0,
             cache: CacheStats::default(),
             startup: Vec::new(),
+            traffic: Traffic::new(),
         };
         let result = self.open_endpoints(&graph, invocation, &mut endpoints).and_then(|()| run.execute(input));
         let wall = self.tear_down(&bindings, &endpoints, started, sampler);
@@ -550,6 +625,8 @@ impl EmbeddedPlatform {
             cache: run.cache,
             startup: run.startup,
             warm: self.placer.usage().since(&warm_before),
+            traffic: run.traffic,
+            aggregated: false,
         };
         deliver(&report)?;
         self.log.complete(invocation)?;
@@ -622,6 +699,7 @@ impl EmbeddedPlatform {
         let transport: Arc<dyn Transport> = self.fabric.clone();
         let bindings = Bindings::local_with_transport(graph.clone(), invocation, transport);
         let mut endpoints = Vec::new();
+        let traffic = Arc::new(Mutex::new(Traffic::new()));
         let sandbox = AggregatedRun {
             graph: &graph,
             invocation,
@@ -630,12 +708,14 @@ impl EmbeddedPlatform {
             input,
             function_bytes,
             millicores,
+            traffic: &traffic,
         };
         let result = self.run_aggregated(&sandbox, account, &mut endpoints);
         self.placer.release(&placement);
         let wall = self.tear_down(&bindings, &endpoints, started, sampler);
         let (outputs, compute_wall) = result?;
         self.log.complete(invocation)?;
+        let traffic = std::mem::take(&mut *traffic.lock());
         Ok(InvocationReport {
             invocation,
             outputs,
@@ -646,6 +726,8 @@ impl EmbeddedPlatform {
             cache: CacheStats::default(),
             startup: Vec::new(),
             warm: WarmUsage::default(),
+            traffic,
+            aggregated: true,
         })
     }
 
@@ -672,6 +754,7 @@ impl EmbeddedPlatform {
             result: outputs.clone(),
             account: account.clone(),
             waves_cpu: waves_cpu.clone(),
+            traffic: run.traffic.clone(),
         });
         let (tx, rx) = crossbeam_channel::bounded(1);
         let entry = graph.entry_points().next().unwrap_or(ComputeId(0));
@@ -759,6 +842,8 @@ struct AggregatedRun<'a> {
     input: &'a [u8],
     function_bytes: u64,
     millicores: u32,
+    /// Where its instances' traffic is summed.
+    traffic: &'a Arc<Mutex<Traffic>>,
 }
 
 /// The CPU a function needs to run a graph's concurrent instances at once:
@@ -783,6 +868,8 @@ struct AggregatedPiece {
     account: Arc<AllocationAccount>,
     /// CPU time of those threads, which the sandbox's own clock does not see.
     waves_cpu: Arc<Mutex<Duration>>,
+    /// Bytes each component moved per peer, measured as when disaggregated.
+    traffic: Arc<Mutex<Traffic>>,
 }
 
 impl AggregatedPiece {
@@ -790,7 +877,11 @@ impl AggregatedPiece {
     fn run_instance(&self, component: ComputeId, instance: u32, inputs: Vec<Vec<u8>>) -> Result<Vec<u8>, CodeError> {
         let piece = self.registry.get(&self.graph.compute(component).code)?;
         let mut ctx = Context::new(self.bindings.clone(), component, instance, inputs);
-        resc_core::sandbox::run_piece(&*piece, &mut ctx)
+        let output = resc_core::sandbox::run_piece(&*piece, &mut ctx);
+        alloc_meter::uncharged(|| {
+            add_traffic(&mut self.traffic.lock(), &self.graph.compute(component).name, ctx.traffic());
+        });
+        output
     }
 
     /// Runs the instances that are ready together, as threads of the one
@@ -866,6 +957,7 @@ fn aggregated_piece(run: AggregatedPiece) -> impl Fn(&mut Context) -> Result<Vec
 struct Invocation<'p> {
     platform: &'p EmbeddedPlatform,
     graph: Arc<ResourceGraph>,
+    placements: Arc<BTreeMap<ComputeId, ComputePlacement>>,
     invocation: InvocationId,
     bindings: Arc<Bindings>,
     meter: Arc<InvocationMeter>,
@@ -879,6 +971,7 @@ struct Invocation<'p> {
     triggers: usize,
     cache: CacheStats,
     startup: Vec<StartupTrace>,
+    traffic: Traffic,
 }
 
 impl Invocation<'_> {
@@ -1075,7 +1168,10 @@ impl Invocation<'_> {
         inputs: Vec<Vec<u8>>,
     ) -> Result<(), PlatformError> {
         let spec = self.graph.compute(component);
-        let slot = self.platform.config.size_classes.compute_slot();
+        let (pool, slot) = match self.placements.get(&component) {
+            Some(p) => (p.pool, p.local_bytes),
+            None => (Pool::Compute, self.platform.config.size_classes.compute_slot()),
+        };
         let peers_on = self.graph.peers(component).iter().filter_map(|p| self.nodes.get(p).copied()).collect();
         let triggered_from = self.graph.triggered_by(component).first().and_then(|p| self.nodes.get(p).copied());
         let code = self
@@ -1087,7 +1183,7 @@ impl Invocation<'_> {
         let start = placer.start(&PlacementRequest {
             app: self.graph.app().to_owned(),
             component: spec.name.clone(),
-            pool: Pool::Compute,
+            pool,
             demand: Resources::new(spec.millicores, slot),
             first_in_graph: self.graph.stage(component) == 0,
             triggered_from,
@@ -1118,7 +1214,7 @@ impl Invocation<'_> {
             .platform
             .swap
             .as_ref()
-            .and_then(|heaps| heaps.take(self.graph.app(), &spec.name, placement.node, &self.meter));
+            .and_then(|heaps| heaps.take(self.graph.app(), &spec.name, slot, placement.node, &self.meter));
         if let Some(elastic) = &elastic {
             self.meter.compute_swaps_to(ticket, elastic.heap().clone());
         }
@@ -1252,6 +1348,7 @@ impl Invocation<'_> {
         }
         self.compute_wall += outcome.usage.wall;
         self.cache.add(&outcome.context.cache_stats());
+        add_traffic(&mut self.traffic, &self.graph.compute(component).name, outcome.context.traffic());
         ended
     }
 }
