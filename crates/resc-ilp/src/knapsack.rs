@@ -13,13 +13,19 @@
 //!    when not. Bracketing starts at `μ = ½` and widens geometrically; the
 //!    side of the violated constraint says where the LP dual optimum lies. `μ`
 //!    becomes integer multipliers `(α, β)`, so surrogate weights are exact.
-//! 3. **Lagrangian data.** With the items sorted by surrogate efficiency,
-//!    the critical ratio `λ` gives multipliers `u = λ(α, β)`, reduced costs
+//! 3. **Exact LP duals.** With the items sorted by surrogate efficiency,
+//!    the critical ratio `λ` gives approximate multipliers `u = λ(α, β)`.
+//!    A bounded-variable simplex ([`lp`]) on a core of the items with the
+//!    smallest `|r_j|` (the others fixed by the sign of `r_j`) gives the
+//!    LP's duals; fixed items whose reduced cost contradicts their fixing
+//!    join the core until none does, and then they are the LP optimum's.
+//!    They are kept when their bound is lower. Reduced costs
 //!    `r_j = p_j − u·w_j`, the bound `L = u·C + Σ max(0, r_j)`, and the LP
 //!    rounding `X₀ = {r_j > 0}`. For every feasible `X`,
 //!    `value(X) = L − Σ_{j ∈ X △ X₀} |r_j| − u·slack(X)`: a solution better
 //!    than `L − T` differs from `X₀` only in items with `|r_j| < T`, and by a
-//!    set whose `|r|` sum is below `T`.
+//!    set whose `|r|` sum is below `T`. (Any `u ≥ 0` makes this an identity
+//!    and `L` a bound: the LP only makes them tight.)
 //! 4. **Exact search by deepening meet-in-the-middle.** For a growing
 //!    threshold `T`, the items with `|r_j| < T` are split in two halves; each
 //!    half's deviation sets with `|r|` sum below `T` are enumerated, and the
@@ -28,14 +34,27 @@
 //!    a complete round, `L − T` bounds every solution not seen, so the round
 //!    proves optimality once the incumbent exceeds it. The next threshold is
 //!    the one that would prove the incumbent, when the enumeration (whose
-//!    logarithm grows as `√T`) is predicted to fit the budget.
-//! 5. **Large-neighbourhood search.** When it would not (strongly
+//!    logarithm grows as `√T`) is predicted to fit the budget. When more
+//!    items than a half enumeration can hold have `|r|` within the rounding
+//!    margin, no round can complete and the rounds are skipped.
+//! 5. **Large-neighbourhood search.** When the rounds stop (strongly
 //!    correlated instances, where almost every item has a small reduced
-//!    cost), exact searches of two neighbourhoods of the incumbent
-//!    alternate: swaps of up to 2 + 2 of the cheapest items, and every
-//!    subset of a random core of cheap items. The proven gap is what the
-//!    rounds proved.
+//!    cost), exact searches of three neighbourhoods of the incumbent
+//!    alternate until none improves it: the best 1-for-1 swap (or single
+//!    change) over all items, by one dominance sweep of the removals
+//!    against the additions; swaps of up to 2 + 2 of the cheapest items;
+//!    and every subset of a random core of cheap items.
+//! 6. **Cardinality bound.** A solution left unproven gets the tighter of
+//!    the rounds' bound and the cardinality bound: when the LP optimum
+//!    holds a fractional number `k*` of items and the surrogate LP bound on
+//!    the item count (bisection on `μ`, linear time per step) shows that no
+//!    solution holds `⌈k*⌉`, then for any `u, v ≥ 0`,
+//!    `u·C + v·⌊k*⌋ + Σ max(0, p_j − u·w_j − v)` bounds every solution.
+//!    The multipliers are the least-squares fit `p ≈ u·w + v` over the
+//!    near-critical items: exact for affine profits, where the fractional
+//!    count is what separates the LP from the integer optimum.
 
+use crate::lp;
 use crate::model::SolveStatus;
 use std::time::Instant;
 
@@ -97,11 +116,21 @@ pub(crate) struct Tuning {
     pub(crate) lns_stale: usize,
     /// Cheapest items the swap neighbourhood draws from.
     pub(crate) swap_pool: usize,
+    /// Items of the first core the exact LP is solved on.
+    pub(crate) lp_core: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { half_cap: 1 << 18, lns_half: 12, full_enumeration: 36, initial_core: 24, lns_stale: 4, swap_pool: 200 }
+        Tuning {
+            half_cap: 1 << 18,
+            lns_half: 12,
+            full_enumeration: 36,
+            initial_core: 24,
+            lns_stale: 3,
+            swap_pool: 200,
+            lp_core: 128,
+        }
     }
 }
 
@@ -287,6 +316,10 @@ impl Window {
     }
 }
 
+/// How closely the bisection brackets the surrogate dual's `μ`: the core
+/// LP that follows corrects the remaining error exactly.
+const LP_MU_TOL: f64 = 1e-5;
+
 /// The weight `μ ∈ [0, 1]` of the normalized first constraint that
 /// (approximately) minimizes the surrogate LP bound: bisection on which
 /// constraint the LP solution violates.
@@ -302,6 +335,8 @@ fn lp_multiplier(p: &[f64], a: &[f64], b: &[f64], active: &[u32]) -> f64 {
         }
     };
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    // `sa − sb` at the bracket's ends, when evaluated.
+    let (mut h_lo, mut h_hi): (Option<f64>, Option<f64>) = (None, None);
     // Large instances: start where the normalized constraints weigh the
     // same, with a window around the critical item there. (An estimate
     // from a sample is no better: the bound is flat in μ near its minimum,
@@ -320,26 +355,34 @@ fn lp_multiplier(p: &[f64], a: &[f64], b: &[f64], active: &[u32]) -> f64 {
         // Bracket the optimum around the guess, widening geometrically.
         let guess = 0.5;
         (lo, hi) = (guess, guess);
-        let Some(up) = violated(&eval(guess, &mut window, &mut buf)) else {
+        let first = eval(guess, &mut window, &mut buf);
+        let Some(up) = violated(&first) else {
             return guess;
         };
+        if up {
+            h_lo = Some(first.sa - first.sb);
+        } else {
+            h_hi = Some(first.sa - first.sb);
+        }
         let mut step = 1.0 / 256.0;
         loop {
             let x = if up { (guess + step).min(1.0) } else { (guess - step).max(0.0) };
-            match violated(&eval(x, &mut window, &mut buf)) {
+            let out = eval(x, &mut window, &mut buf);
+            let h = out.sa - out.sb;
+            match violated(&out) {
                 None => return x,
                 Some(v) if v == up => {
                     // Still on the guess's side: move on.
                     if up {
-                        lo = x;
+                        (lo, h_lo) = (x, Some(h));
                     } else {
-                        hi = x;
+                        (hi, h_hi) = (x, Some(h));
                     }
                     if x <= 0.0 || x >= 1.0 {
                         if up {
-                            hi = 1.0;
+                            (hi, h_hi) = (1.0, None);
                         } else {
-                            lo = 0.0;
+                            (lo, h_lo) = (0.0, None);
                         }
                         break;
                     }
@@ -347,20 +390,50 @@ fn lp_multiplier(p: &[f64], a: &[f64], b: &[f64], active: &[u32]) -> f64 {
                 }
                 Some(_) => {
                     if up {
-                        hi = x;
+                        (hi, h_hi) = (x, Some(h));
                     } else {
-                        lo = x;
+                        (lo, h_lo) = (x, Some(h));
                     }
                     break;
                 }
             }
         }
     }
-    while hi - lo > 1e-5 {
-        let mid = 0.5 * (lo + hi);
-        match violated(&eval(mid, &mut window, &mut buf)) {
-            Some(true) => lo = mid,
-            Some(false) => hi = mid,
+    // Safeguarded regula falsi (Illinois) on `h(μ) = sa − sb`, which
+    // decreases in `μ` and changes sign at the optimum: superlinear where
+    // `h` is smooth, and a bisection step whenever two steps did not halve
+    // the bracket (near the jumps of `h` at breakpoints).
+    let mut last_side = 0i8;
+    let mut width_before = [hi - lo; 2];
+    while hi - lo > LP_MU_TOL {
+        let width = hi - lo;
+        let bisect = width > 0.5 * width_before[0];
+        let mid = match (h_lo, h_hi) {
+            (Some(a), Some(b)) if !bisect && a > 0.0 && b < 0.0 => {
+                (lo + width * a / (a - b)).clamp(lo + 1e-3 * width, hi - 1e-3 * width)
+            }
+            _ => 0.5 * (lo + hi),
+        };
+        width_before = [width_before[1], width];
+        let out = eval(mid, &mut window, &mut buf);
+        let h = out.sa - out.sb;
+        match violated(&out) {
+            Some(true) => {
+                lo = mid;
+                h_lo = Some(h);
+                if last_side == 1 {
+                    h_hi = h_hi.map(|x| 0.5 * x);
+                }
+                last_side = 1;
+            }
+            Some(false) => {
+                hi = mid;
+                h_hi = Some(h);
+                if last_side == -1 {
+                    h_lo = h_lo.map(|x| 0.5 * x);
+                }
+                last_side = -1;
+            }
             None => return mid,
         }
     }
@@ -564,6 +637,38 @@ impl<N: Num> Mitm<N> {
         self.left_devs.extend(devs.iter().step_by(2).copied());
         self.right_devs.clear();
         self.right_devs.extend(devs.iter().skip(1).step_by(2).copied());
+        self.run_halves(slack, threshold, max_card, limits, nodes)
+    }
+
+    /// As [`run`](Self::run), with the halves given: every set of up to
+    /// `max_card` items of `left` with up to `max_card` of `right`, with no
+    /// threshold. With removals on one side and additions on the other,
+    /// the best swap of up to `max_card` for `max_card` (1: over all
+    /// items, in one sweep).
+    fn run_split(
+        &mut self,
+        left: impl Iterator<Item = Dev<N>>,
+        right: impl Iterator<Item = Dev<N>>,
+        slack: (N, N),
+        max_card: usize,
+        limits: &Limits,
+        nodes: &mut u64,
+    ) -> Result<Option<(N, Vec<u32>)>, Abort> {
+        self.left_devs.clear();
+        self.left_devs.extend(left);
+        self.right_devs.clear();
+        self.right_devs.extend(right);
+        self.run_halves(slack, f64::INFINITY, max_card, limits, nodes)
+    }
+
+    fn run_halves(
+        &mut self,
+        slack: (N, N),
+        threshold: f64,
+        max_card: usize,
+        limits: &Limits,
+        nodes: &mut u64,
+    ) -> Result<Option<(N, Vec<u32>)>, Abort> {
         enumerate(&self.left_devs, threshold, max_card, limits, nodes, &mut self.left, &mut self.stack)?;
         enumerate(&self.right_devs, threshold, max_card, limits, nodes, &mut self.right, &mut self.stack)?;
         let (left, right) = (&self.left, &self.right);
@@ -666,6 +771,10 @@ struct Prep<'a> {
     slack0: (i128, i128),
     best: u128,
     best_set: Vec<u32>,
+    /// What the cardinality bound needs (LP duals, the LP's item count,
+    /// the surrogate weight): computed only when the search ends unproven.
+    card_input: Option<(Mult, f64, f64)>,
+    core_size: usize,
 }
 
 impl Prep<'_> {
@@ -685,13 +794,19 @@ impl Prep<'_> {
     /// `floor(L + margin − t)`: the bound on every solution whose `|r|`
     /// deviation from `X₀` is at least `t`.
     fn bound_minus(&self, t: f64) -> u128 {
-        let v = (self.lagr + self.margin - t).floor();
-        if v <= 0.0 {
-            0
-        } else {
-            // Saturating float-to-int conversion.
-            v as u128
-        }
+        floor_u128(self.lagr + self.margin - t)
+    }
+
+    /// The cardinality bound (see [`cardinality_bound`]); `u128::MAX` when
+    /// it does not apply.
+    fn card_upper(&self) -> u128 {
+        let Some((mult, kstar, mu)) = self.card_input else { return u128::MAX };
+        let active: Vec<u32> = self.by_cost.iter().map(|d| d.0).collect();
+        let p = self.p;
+        let profit = |j: usize| p[j] as f64;
+        let caps = (self.c1 as f64, self.c2 as f64);
+        cardinality_bound(&profit, self.w1, self.w2, caps, &active, mult, kstar, self.core_size, self.lagr, mu)
+            .map_or(u128::MAX, |(bound, _, _)| floor_u128(bound + self.margin))
     }
 
     fn dev<N: Num>(&self, j: u32, cost: f64, remove: bool) -> Dev<N> {
@@ -702,6 +817,17 @@ impl Prep<'_> {
         } else {
             Dev { j, cost, dp: N::from_i128(pj), dw1: N::from_i128(a), dw2: N::from_i128(b) }
         }
+    }
+}
+
+/// `⌊x⌋` as an integer, 0 for negative `x`, saturating.
+fn floor_u128(x: f64) -> u128 {
+    let v = x.floor();
+    if v <= 0.0 {
+        0
+    } else {
+        // Saturating float-to-int conversion.
+        v as u128
     }
 }
 
@@ -735,7 +861,17 @@ fn search<N: Num>(mut prep: Prep<'_>, limits: &Limits) -> KpResult {
         devs[tuning.initial_core.min(devs.len() - 1)].cost.max(margin)
     };
     let mut stopped = None;
+    // Items whose |r| is within the rounding margin are free to flip: when
+    // there are more of them than a half enumeration can hold (every
+    // subset qualifies), no round can complete, and the search goes
+    // straight to the neighbourhoods.
+    let free = devs.partition_point(|d| d.cost < 2.0 * margin);
+    let hopeless_rounds =
+        devs.len() > tuning.full_enumeration && free as f64 > 2.0 * (tuning.half_cap.max(2) as f64).log2();
     loop {
+        if hopeless_rounds {
+            break;
+        }
         if let Some(limit) = limits.reached(nodes) {
             stopped = Some(limit);
             break;
@@ -795,6 +931,10 @@ fn search<N: Num>(mut prep: Prep<'_>, limits: &Limits) -> KpResult {
     // `2 · lns_half` cheap items.
     if stopped.is_none() {
         let pool = devs.len().min(8 * lns_half);
+        // The 2-for-2 swaps' pool per side: the full `swap_pool` on small
+        // instances, half of it on large ones (where each round's sweep
+        // costs more and the rounds' time matters most).
+        let pair_pool = if n <= 2_000 { tuning.swap_pool } else { tuning.swap_pool / 2 };
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
         let mut stale = 0;
         let mut in_best = vec![false; n];
@@ -816,7 +956,40 @@ fn search<N: Num>(mut prep: Prep<'_>, limits: &Limits) -> KpResult {
             }
             let gap = prep.lagr - best as f64 + margin;
             local.clear();
-            let (threshold, max_card) = if round % 2 == 0 {
+            if round % 3 != 2 {
+                // Round 0: the best 1-for-1 swap (or single change) over all
+                // items, which moves weight between the resources in one
+                // step. Round 1: the best swap of up to 2 for 2 among the
+                // cheapest removals and additions.
+                let slack = (N::from_i128(i128::from(prep.c1) - u1), N::from_i128(i128::from(prep.c2) - u2));
+                let (take, max_card) = if round % 3 == 0 { (usize::MAX, 1) } else { (pair_pool, 2) };
+                let removals =
+                    devs.iter().filter(|d| in_best[d.j as usize]).take(take).map(|d| prep.dev::<N>(d.j, 0.0, true));
+                let additions =
+                    devs.iter().filter(|d| !in_best[d.j as usize]).take(take).map(|d| prep.dev::<N>(d.j, 0.0, false));
+                let res = mitm.run_split(removals, additions, slack, max_card, limits, &mut nodes);
+                match res {
+                    Ok(Some((dp, set))) if dp > N::default() => {
+                        best = (best as i128 + dp.to_i128()) as u128;
+                        best_set = apply(&in_best, &set);
+                        stale = 0;
+                        if limits.within_gap(best, upper) {
+                            return prep.finish(&best_set, best, upper, nodes, None);
+                        }
+                    }
+                    Ok(_) | Err(Abort::Cap) => stale += 1,
+                    Err(Abort::Time) => {
+                        stopped = Some(SolveStatus::TimeLimit);
+                        break;
+                    }
+                    Err(Abort::Nodes) => {
+                        stopped = Some(SolveStatus::NodeLimit);
+                        break;
+                    }
+                }
+                continue;
+            }
+            let (threshold, max_card) = if round % 3 == 1 {
                 // Items whose |r| alone exceeds the gap cannot be in a
                 // better solution's deviation.
                 let end = devs.partition_point(|d| d.cost < gap).min(tuning.swap_pool);
@@ -842,7 +1015,8 @@ fn search<N: Num>(mut prep: Prep<'_>, limits: &Limits) -> KpResult {
                 (f64::INFINITY, usize::MAX)
             };
             let slack = (N::from_i128(i128::from(prep.c1) - u1), N::from_i128(i128::from(prep.c2) - u2));
-            match mitm.run(&local, slack, threshold, max_card, limits, &mut nodes) {
+            let res = mitm.run(&local, slack, threshold, max_card, limits, &mut nodes);
+            match res {
                 Ok(Some((dp, set))) if dp > N::default() => {
                     best = (best as i128 + dp.to_i128()) as u128;
                     best_set = apply(&in_best, &set);
@@ -864,11 +1038,305 @@ fn search<N: Num>(mut prep: Prep<'_>, limits: &Limits) -> KpResult {
             }
         }
     }
+    if !limits.within_gap(best, upper) && stopped != Some(SolveStatus::TimeLimit) && Instant::now() < limits.deadline {
+        // Unproven: the cardinality bound may close (part of) the gap.
+        upper = upper.min(prep.card_upper().max(best));
+    }
     if stopped.is_none() && !limits.within_gap(best, upper) {
         // The search gave up within its own budget, before the limits.
         stopped = Some(SolveStatus::SearchLimit);
     }
     prep.finish(&best_set, best, upper, nodes, stopped)
+}
+
+/// Lagrangian multipliers of the capacity rows (`u1`, `u2`) and of a
+/// cardinality row (`v`; 0 without one): reduced costs
+/// `r_j = q_j − u1·w1_j − u2·w2_j − v`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mult {
+    u1: f64,
+    u2: f64,
+    v: f64,
+}
+
+impl Mult {
+    fn reduced(&self, q: f64, w1: u64, w2: u64) -> f64 {
+        q - self.u1 * w1 as f64 - self.u2 * w2 as f64 - self.v
+    }
+}
+
+/// The Lagrangian bound `u1·c1 + u2·c2 + v·k + Σ max(0, r_j)`: for `u ≥ 0`
+/// an upper bound on `Σ q x` over the solutions with `|X| ≤ k` when
+/// `v ≥ 0`, with `|X| ≥ k` when `v ≤ 0` (any `X` when `v = 0`).
+fn lagrangian(
+    q: &dyn Fn(usize) -> f64,
+    w1: &[u64],
+    w2: &[u64],
+    caps: (f64, f64),
+    k: f64,
+    active: &[u32],
+    m: Mult,
+) -> f64 {
+    let sum: f64 = active
+        .iter()
+        .map(|&j| {
+            let ju = j as usize;
+            m.reduced(q(ju), w1[ju], w2[ju]).max(0.0)
+        })
+        .sum();
+    m.u1 * caps.0 + m.u2 * caps.1 + m.v * k + sum
+}
+
+/// What [`core_lp`] found.
+struct CoreOut {
+    mult: Mult,
+    /// `Σ x` of the LP solution (fixed items included).
+    card: f64,
+    /// Whether every item outside the core agrees with its fixing: then
+    /// `mult` are the LP's optimal duals over all items.
+    consistent: bool,
+}
+
+/// The LP relaxation `max Σ q x` s.t. the two capacity rows, solved on a
+/// core of the items with the smallest `|r_j|` under `start`, the others
+/// fixed by the sign of `r_j`. Items outside the core whose reduced cost under
+/// the core's duals contradicts their fixing join the core, and it is
+/// solved again (a few times at most). `None` when the core LP fails
+/// (infeasible, or numerical trouble).
+#[allow(clippy::too_many_arguments)]
+fn core_lp(
+    q: &dyn Fn(usize) -> f64,
+    w1: &[u64],
+    w2: &[u64],
+    caps: (f64, f64),
+    active: &[u32],
+    start: Mult,
+    core_size: usize,
+) -> Option<CoreOut> {
+    if active.is_empty() {
+        return None;
+    }
+    let mut keyed: Vec<(f64, u32)> = active
+        .iter()
+        .map(|&j| {
+            let ju = j as usize;
+            (start.reduced(q(ju), w1[ju], w2[ju]), j)
+        })
+        .collect();
+    let size = core_size.clamp(1, keyed.len());
+    if size < keyed.len() {
+        keyed.select_nth_unstable_by(size, |x, y| x.0.abs().total_cmp(&y.0.abs()));
+    }
+    // Fixed items: (item, in).
+    let fixed: Vec<(u32, bool)> = keyed[size..].iter().map(|&(r, j)| (j, r > 0.0)).collect();
+    let mut core: Vec<(u32, bool)> = keyed[..size].iter().map(|&(r, j)| (j, r > 0.0)).collect();
+    let mut in_core = vec![false; w1.len()];
+    for &(j, _) in &core {
+        in_core[j as usize] = true;
+    }
+    let scale = [caps.0.max(1.0), caps.1.max(1.0)];
+    let mut cols: Vec<[f64; lp::MAX_ROWS]> = Vec::new();
+    let mut obj: Vec<f64> = Vec::new();
+    let mut begin: Vec<bool> = Vec::new();
+    for _round in 0..4 {
+        // Right-hand sides net of the fixed-in items.
+        let (mut f1, mut f2, mut fk) = (0.0, 0.0, 0.0f64);
+        for &(j, inside) in &fixed {
+            let ju = j as usize;
+            if inside && !in_core[ju] {
+                f1 += w1[ju] as f64;
+                f2 += w2[ju] as f64;
+                fk += 1.0;
+            }
+        }
+        let pscale = core.iter().map(|&(j, _)| q(j as usize).abs()).fold(0.0, f64::max).max(1e-300);
+        cols.clear();
+        obj.clear();
+        begin.clear();
+        for &(j, inside) in &core {
+            let ju = j as usize;
+            cols.push([w1[ju] as f64 / scale[0], w2[ju] as f64 / scale[1], 0.0]);
+            obj.push(q(ju) / pscale);
+            begin.push(inside);
+        }
+        let b = [(caps.0 - f1) / scale[0], (caps.1 - f2) / scale[1], 0.0];
+        let sol = lp::CoreLp { m: 2, c: &obj, a: &cols, b, start: &begin }.solve()?;
+        // Duals are non-negative up to the simplex's tolerance: clamp, so
+        // that the bounds built on them stay valid.
+        let mult =
+            Mult { u1: (sol.y[0] * pscale / scale[0]).max(0.0), u2: (sol.y[1] * pscale / scale[1]).max(0.0), v: 0.0 };
+        let tol = 1e-9 * pscale;
+        let mut added = false;
+        for &(j, inside) in &fixed {
+            let ju = j as usize;
+            if in_core[ju] {
+                continue;
+            }
+            let r = mult.reduced(q(ju), w1[ju], w2[ju]);
+            if (inside && r < -tol) || (!inside && r > tol) {
+                in_core[ju] = true;
+                core.push((j, inside));
+                added = true;
+            }
+        }
+        if !added {
+            let card = fk + sol.x.iter().sum::<f64>();
+            return Some(CoreOut { mult, card, consistent: true });
+        }
+        if core.len() > 8 * core_size.max(64) {
+            return Some(CoreOut { mult, card: f64::NAN, consistent: false });
+        }
+    }
+    None
+}
+
+/// The surrogate LP bound on the number of items a solution holds, at
+/// weight `μ` of the normalized first capacity: the smallest surrogate
+/// sizes fill the surrogate capacity, the critical one fractionally. Also
+/// whether that fill violates the first (`Some(true)`) or the second
+/// (`Some(false)`) capacity. Valid for every `μ ∈ [0, 1]`.
+fn surrogate_card(
+    w1: &[u64],
+    w2: &[u64],
+    caps: (f64, f64),
+    active: &[u32],
+    mu: f64,
+    buf: &mut Vec<(f64, u32)>,
+) -> (f64, Option<bool>) {
+    let (n1, n2) = (mu / caps.0.max(1.0), (1.0 - mu) / caps.1.max(1.0));
+    buf.clear();
+    buf.extend(active.iter().map(|&j| (n1 * w1[j as usize] as f64 + n2 * w2[j as usize] as f64, j)));
+    let (mut lo, mut hi) = (0usize, buf.len());
+    let (mut room, mut count, mut s1, mut s2) = (1.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let take = |slice: &[(f64, u32)], s1: &mut f64, s2: &mut f64| {
+        for &(_, j) in slice {
+            *s1 += w1[j as usize] as f64;
+            *s2 += w2[j as usize] as f64;
+        }
+    };
+    while lo < hi {
+        let slice = &mut buf[lo..hi];
+        let mid = slice.len() / 2;
+        slice.select_nth_unstable_by(mid, |x, y| x.0.total_cmp(&y.0));
+        let below: f64 = slice[..mid].iter().map(|x| x.0).sum();
+        if below > room {
+            hi = lo + mid;
+        } else if below + slice[mid].0 > room {
+            take(&slice[..mid], &mut s1, &mut s2);
+            let crit = slice[mid];
+            let frac = if crit.0 > 0.0 { (room - below) / crit.0 } else { 1.0 };
+            count += mid as f64 + frac;
+            s1 += frac * w1[crit.1 as usize] as f64;
+            s2 += frac * w2[crit.1 as usize] as f64;
+            break;
+        } else {
+            take(&slice[..=mid], &mut s1, &mut s2);
+            room -= below + slice[mid].0;
+            count += (mid + 1) as f64;
+            lo += mid + 1;
+        }
+    }
+    let violated = if s1 > caps.0 * (1.0 + 1e-12) {
+        Some(true)
+    } else if s2 > caps.1 * (1.0 + 1e-12) {
+        Some(false)
+    } else {
+        None
+    };
+    (count, violated)
+}
+
+/// Whether no feasible solution holds `k` items or more, by the surrogate
+/// LP bound on the item count: bisection on `μ` (which capacity the
+/// surrogate solution violates) until some `μ` bounds the count below
+/// `k`. Gives up (`false`) after a few steps whose bound stays well above.
+fn cardinality_below(w1: &[u64], w2: &[u64], caps: (f64, f64), active: &[u32], k: f64, mu0: f64) -> bool {
+    let mut buf = Vec::with_capacity(active.len());
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    let mut mid = mu0.clamp(0.0, 1.0);
+    for step in 0..48 {
+        let (count, violated) = surrogate_card(w1, w2, caps, active, mid, &mut buf);
+        if count + 1e-9 < k {
+            return true;
+        }
+        if step >= 8 && count > k + 1.0 {
+            return false;
+        }
+        match violated {
+            Some(true) => lo = mid,
+            Some(false) => hi = mid,
+            None => return false,
+        }
+        if hi - lo < 1e-12 {
+            return false;
+        }
+        mid = 0.5 * (lo + hi);
+    }
+    false
+}
+
+/// The cardinality bound, when no solution can hold `⌈k*⌉` items (`k*`
+/// the LP optimum's item count, fractional): then every solution holds at
+/// most `k = ⌊k*⌋`, and for any `u ≥ 0`, `v ≥ 0` the Lagrangian bound with
+/// the row `Σ x ≤ k` bounds every solution. The multipliers are the least
+/// squares fit `p_j ≈ u·w_j + v` over the `core_size` items of smallest
+/// `|r_j|`: exact when the profits are an affine function of the weights
+/// (strongly correlated instances, where the LP's fractional cardinality is
+/// what separates it from the integer optimum). Returns the bound, the
+/// multipliers and `k`, when the bound is below `lagr`.
+#[allow(clippy::too_many_arguments)]
+fn cardinality_bound(
+    q: &dyn Fn(usize) -> f64,
+    w1: &[u64],
+    w2: &[u64],
+    caps: (f64, f64),
+    active: &[u32],
+    mult: Mult,
+    kstar: f64,
+    core_size: usize,
+    lagr: f64,
+    mu: f64,
+) -> Option<(f64, Mult, f64)> {
+    let kd = kstar.floor();
+    if !(kstar - kd > 1e-6 && kd + 1.0 - kstar > 1e-6) || active.len() < 4 {
+        return None;
+    }
+    if !cardinality_below(w1, w2, caps, active, kd + 1.0, mu) {
+        return None;
+    }
+    // The core: smallest |r| under the LP duals.
+    let mut keyed: Vec<(f64, u32)> = active
+        .iter()
+        .map(|&j| {
+            let ju = j as usize;
+            (mult.reduced(q(ju), w1[ju], w2[ju]).abs(), j)
+        })
+        .collect();
+    let size = core_size.clamp(4, keyed.len());
+    if size < keyed.len() {
+        keyed.select_nth_unstable_by(size, |x, y| x.0.total_cmp(&y.0));
+    }
+    // Normal equations of the fit in scaled columns (w1/s1, w2/s2, 1).
+    let (s1, s2) = (caps.0.max(1.0) / kd.max(1.0), caps.1.max(1.0) / kd.max(1.0));
+    let pscale = keyed[..size].iter().map(|&(_, j)| q(j as usize).abs()).fold(0.0, f64::max).max(1e-300);
+    let mut ata = [[0.0f64; lp::MAX_ROWS]; lp::MAX_ROWS];
+    let mut atb = [0.0f64; lp::MAX_ROWS];
+    for &(_, j) in &keyed[..size] {
+        let ju = j as usize;
+        let row = [w1[ju] as f64 / s1, w2[ju] as f64 / s2, 1.0];
+        let y = q(ju) / pscale;
+        for r in 0..3 {
+            for c in 0..3 {
+                ata[c][r] += row[r] * row[c];
+            }
+            atb[r] += row[r] * y;
+        }
+    }
+    let z = lp::solve_basis(3, &ata, atb)?;
+    let fit =
+        Mult { u1: (z[0] * pscale / s1).max(0.0), u2: (z[1] * pscale / s2).max(0.0), v: (z[2] * pscale).max(0.0) };
+    let bound = lagrangian(q, w1, w2, caps, kd, active, fit);
+    (bound.is_finite() && bound < lagr).then_some((bound, fit, kd))
 }
 
 /// Solves `max Σ p x` s.t. `Σ w1 x ≤ c1`, `Σ w2 x ≤ c2`, `x ∈ {0,1}ⁿ`.
@@ -911,6 +1379,8 @@ pub(crate) fn solve(p: &[u64], w1: &[u64], w2: &[u64], c1: u64, c2: u64, limits:
         slack0: (0, 0),
         best: 0,
         best_set: Vec::new(),
+        card_input: None,
+        core_size: limits.tuning.lp_core,
     };
     if !use1 && !use2 {
         let value = active.iter().map(|&j| u128::from(p[j as usize])).sum::<u128>();
@@ -951,15 +1421,34 @@ pub(crate) fn solve(p: &[u64], w1: &[u64], w2: &[u64], c1: u64, c2: u64, limits:
         }
         acc += s;
     }
-    let mut lagr = lambda * cap_s as f64;
+    // 3b. The exact LP duals, from a core (the approximate multipliers
+    // when the core LP fails or is no better).
+    let approx = Mult { u1: lambda * alpha as f64, u2: lambda * beta as f64, v: 0.0 };
+    let profit = |j: usize| p[j] as f64;
+    let caps = (c1 as f64, c2 as f64);
+    let mut mult = approx;
+    let mut lagr = lagrangian(&profit, w1, w2, caps, 0.0, &active, approx);
+    let mut lp_card = None;
+    if let Some(out) = core_lp(&profit, w1, w2, caps, &active, approx, limits.tuning.lp_core) {
+        let l = lagrangian(&profit, w1, w2, caps, 0.0, &active, out.mult);
+        if l <= lagr {
+            (mult, lagr) = (out.mult, l);
+            lp_card = out.consistent.then_some(out.card);
+        }
+    }
+    // 3c. The cardinality bound: every solution has at most ⌊k*⌋ or at
+    // least ⌈k*⌉ items, where k* is the LP optimum's item count. When no
+    // solution can hold ⌈k*⌉, the first branch's multipliers bound every
+    // solution, and the search runs on their reduced costs.
+    prep.card_input = lp_card.map(|k| (mult, k, mu));
+    let margin = 1e-9 * lagr.abs() + 1.0;
     let mut by_cost: Vec<(u32, f64, bool)> = Vec::with_capacity(keyed.len());
     let (mut base_p, mut base_w1, mut base_w2) = (0u128, 0i128, 0i128);
     let mut in_base = vec![false; n];
     for &(_, j) in &keyed {
         let ju = j as usize;
-        let r = p[ju] as f64 - lambda * sw(ju) as f64;
+        let r = mult.reduced(p[ju] as f64, w1[ju], w2[ju]);
         if r > 0.0 {
-            lagr += r;
             in_base[ju] = true;
             base_p += u128::from(p[ju]);
             base_w1 += i128::from(w1[ju]);
@@ -1027,7 +1516,7 @@ pub(crate) fn solve(p: &[u64], w1: &[u64], w2: &[u64], c1: u64, c2: u64, limits:
         }
     }
     prep.lagr = lagr;
-    prep.margin = 1e-9 * lagr.abs() + 1.0;
+    prep.margin = margin;
     prep.by_cost = by_cost;
     prep.in_base = in_base;
     prep.base_p = base_p;
@@ -1078,7 +1567,15 @@ mod tests {
             Tuning { full_enumeration: 0, initial_core: 1, ..Tuning::default() },
             // Forces the budget out: deepening gives up, the neighbourhood
             // search runs, and the bound must still hold.
-            Tuning { half_cap: 6, lns_half: 2, full_enumeration: 0, initial_core: 1, lns_stale: 3, swap_pool: 4 },
+            Tuning {
+                half_cap: 6,
+                lns_half: 2,
+                full_enumeration: 0,
+                initial_core: 1,
+                lns_stale: 3,
+                swap_pool: 4,
+                lp_core: 2,
+            },
         ]
     }
 
@@ -1144,6 +1641,57 @@ mod tests {
             let c1 = (w1.iter().sum::<u64>() as f64 * f) as u64;
             let c2 = (w2.iter().sum::<u64>() as f64 * f) as u64;
             check(&p, &w1, &w2, c1, c2, tunings()[t])?;
+        }
+
+        #[test]
+        fn affine_profits_match_brute_force(
+            items in prop::collection::vec((1u64..2_000, 1u64..2_000), 1..15),
+            f1 in 0.2f64..0.8,
+            f2 in 0.2f64..0.8,
+            k in 0u64..5_000,
+            t in 0usize..3,
+        ) {
+            // The generator's strongly correlated form: profit affine in
+            // both weights, with a per-item constant (the cardinality bound's case).
+            let w1: Vec<u64> = items.iter().map(|x| x.0).collect();
+            let w2: Vec<u64> = items.iter().map(|x| x.1).collect();
+            let p: Vec<u64> = items.iter().map(|x| 7 * x.0 + 2 * x.1 + k).collect();
+            let c1 = (w1.iter().sum::<u64>() as f64 * f1) as u64;
+            let c2 = (w2.iter().sum::<u64>() as f64 * f2) as u64;
+            check(&p, &w1, &w2, c1, c2, tunings()[t])?;
+        }
+
+        #[test]
+        fn lp_and_cardinality_bounds_hold(
+            items in prop::collection::vec((1u64..2_000, 1u64..2_000, 0u64..50), 2..15),
+            f1 in 0.2f64..0.8,
+            f2 in 0.2f64..0.8,
+            k in 0u64..5_000,
+        ) {
+            let w1: Vec<u64> = items.iter().map(|x| x.0).collect();
+            let w2: Vec<u64> = items.iter().map(|x| x.1).collect();
+            let p: Vec<u64> = items.iter().map(|x| 7 * x.0 + 2 * x.1 + k + x.2).collect();
+            let c1 = (w1.iter().sum::<u64>() as f64 * f1) as u64;
+            let c2 = (w2.iter().sum::<u64>() as f64 * f2) as u64;
+            let opt = brute(&p, &w1, &w2, c1, c2) as f64;
+            let active: Vec<u32> = (0..p.len() as u32).filter(|&j| w1[j as usize] <= c1 && w2[j as usize] <= c2).collect();
+            let profit = |j: usize| p[j] as f64;
+            let caps = (c1 as f64, c2 as f64);
+            let start = Mult { u1: 1.0, u2: 1.0, v: 0.0 };
+            // Every multiplier gives a bound; the core LP's are the LP duals.
+            prop_assert!(lagrangian(&profit, &w1, &w2, caps, 0.0, &active, start) + 1e-6 >= opt);
+            if let Some(out) = core_lp(&profit, &w1, &w2, caps, &active, start, 2) {
+                let lp = lagrangian(&profit, &w1, &w2, caps, 0.0, &active, out.mult);
+                prop_assert!(lp + 1e-6 * lp.abs().max(1.0) >= opt, "LP bound {lp} below {opt}");
+                if out.consistent {
+                    if let Some((bound, m, kd)) =
+                        cardinality_bound(&profit, &w1, &w2, caps, &active, out.mult, out.card, 2, f64::INFINITY, 0.5)
+                    {
+                        prop_assert!(m.v >= 0.0 && m.u1 >= 0.0 && m.u2 >= 0.0);
+                        prop_assert!(bound + 1e-6 * bound.abs().max(1.0) >= opt, "card bound {bound} below {opt} (k {kd})");
+                    }
+                }
+            }
         }
     }
 }

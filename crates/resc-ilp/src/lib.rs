@@ -8,7 +8,8 @@
 //! the network. This crate decides both, exactly and fast. It is a policy
 //! crate: it depends on `resc-core` only and does no I/O (the optional
 //! `python` feature adds the one exception, `bench::PythonBaselines`,
-//! which runs the Python baseline solvers for `resc bench ilp`).
+//! which runs the Python baseline solvers for `resc bench ilp`; the
+//! optional `cbc` feature links CBC for side constraints).
 //!
 //! # The data
 //!
@@ -45,11 +46,15 @@
 //! [`AggregationProblem::solve`] uses a dedicated exact solver
 //! ([`SolveMethod::Knapsack2`]):
 //!
-//! 1. the surrogate LP dual (bisection on the two constraints' weight, each
-//!    step a linear-time fractional knapsack, mostly on a window of items
-//!    around the critical one) gives multipliers `u`, reduced costs
-//!    `r_j = s_j − u·(c_j, m_j)`, the Lagrangian bound `L` and the LP
-//!    rounding `X₀ = {j : r_j > 0}`;
+//! 1. the LP relaxation's exact duals `u`: bisection on the weight of the
+//!    two constraints in a surrogate constraint (each step a linear-time
+//!    fractional knapsack, mostly on a window of items around the critical
+//!    one) gives approximate multipliers; a small bounded-variable simplex
+//!    on a core of the items with the smallest reduced costs, the others
+//!    fixed and checked against the core's duals (the core grows until
+//!    they agree), turns them into the LP optimum. This gives reduced
+//!    costs `r_j = s_j − u·(c_j, m_j)`, the bound `L` (the LP bound) and
+//!    the LP rounding `X₀ = {j : r_j > 0}`;
 //! 2. every plan `X` then has `saved(X) = L − Σ_{j ∈ X △ X₀} |r_j| − u·slack(X)`,
 //!    so a plan better than `L − T` differs from `X₀` only by a set of items
 //!    whose `|r|` sum is below `T`;
@@ -60,15 +65,44 @@
 //!    soon as the incumbent does;
 //! 4. when the next round would outgrow its budget (strongly correlated
 //!    instances, where nearly every item is nearly critical), exact
-//!    large-neighbourhood steps around the incumbent (swaps of up to 2 + 2
-//!    cheap items, and every subset of random cores of 24) improve it, and
-//!    the gap reported is the one the rounds proved
-//!    ([`SolveStatus::SearchLimit`]).
+//!    large-neighbourhood steps around the incumbent improve it: the best
+//!    1-for-1 swap over all items (one dominance sweep of removals against
+//!    additions), swaps of up to 2 + 2 cheap items, and every subset of
+//!    random cores of 24;
+//! 5. a plan left unproven gets the **cardinality bound** when it is
+//!    tighter: if the LP optimum holds a fractional number `k*` of
+//!    candidates and no plan can hold `⌈k*⌉` (a surrogate LP bound on the
+//!    count proves it), every plan holds at most `k = ⌊k*⌋`, and the
+//!    Lagrangian bound `u·(C, M) + v·k + Σ max(0, s_j − u·(c_j, m_j) − v)`
+//!    holds for any `u, v ≥ 0`. The multipliers are the least-squares fit
+//!    `s_j ≈ u·(c_j, m_j) + v` over the near-critical candidates, exact when
+//!    the savings are an affine function of the demand (the strongly
+//!    correlated case, where the LP's fractional count is what separates
+//!    it from the integer optimum: the gap proven drops from about 1e-6 to
+//!    about 1e-8 there). The gap reported is what was proven
+//!    ([`SolveStatus::SearchLimit`] when the search gave up first).
 //!
 //! Otherwise a general branch and bound runs ([`SolveMethod::BranchAndBound`]):
 //! Lagrangian bounds from subgradient optimization, tightened per connected
 //! group of overlapping candidates by the best independent set,
 //! reduced-cost fixing, and conflict propagation when branching.
+//!
+//! With the `cbc` feature, problems with side constraints take the MILP
+//! path ([`SolveMethod::Milp`]): the branch and bound runs for a quarter of
+//! the time limit, and when it has not settled the problem, CBC (COIN-OR,
+//! through `good_lp`; the system library is Debian's `coinor-libcbc-dev`)
+//! solves the whole model for the rest of the time, started from our
+//! incumbent. Its answer is checked in exact integer arithmetic and kept
+//! only when feasible and better; the bound is the better of the two
+//! solvers', so the reported gap stays a proof. Which method runs:
+//!
+//! | problem | method |
+//! |---|---|
+//! | disjoint candidates, no side constraints | [`SolveMethod::Knapsack2`] (or [`SolveMethod::Trivial`]) |
+//! | overlapping candidates, no side constraints | [`SolveMethod::BranchAndBound`] |
+//! | side constraints, `cbc` off | [`SolveMethod::BranchAndBound`] |
+//! | side constraints, `cbc` on | [`SolveMethod::BranchAndBound`] if it settles the problem in a quarter of the time limit, else [`SolveMethod::Milp`] |
+//! | disaggregation | [`SolveMethod::BranchAndBound`] |
 //!
 //! # Disaggregation
 //!
@@ -95,7 +129,8 @@
 //! # Solving
 //!
 //! Every solve takes [`SolveOptions`] (time limit, relative gap, node
-//! budget) and returns a [`Solution`]: the chosen indices, the objective
+//! budget; every method honours the time limit and returns the best plan
+//! found with its proven gap) and returns a [`Solution`]: the chosen indices, the objective
 //! (minimization form), a proven lower bound, the gap between them, the
 //! status and the work done. Choosing nothing is always feasible, so there
 //! is no "infeasible" error; malformed input is an [`IlpError`] naming the
@@ -136,6 +171,9 @@
 mod bnb;
 mod error;
 mod knapsack;
+mod lp;
+#[cfg(feature = "cbc")]
+mod milp;
 mod model;
 mod solve;
 

@@ -501,6 +501,12 @@ pub enum SolveMethod {
     BranchAndBound,
     /// Nothing to decide: every candidate was fixed by preprocessing.
     Trivial,
+    /// Aggregation with side constraints, feature `cbc`: the general branch
+    /// and bound first, then CBC (through `good_lp`) from its incumbent
+    /// when the branch and bound did not settle the problem in a quarter of
+    /// the time limit. The solution is checked exactly and the bound is the
+    /// better of the two solvers'.
+    Milp,
 }
 
 /// The result of a solve.

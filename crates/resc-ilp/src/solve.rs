@@ -184,12 +184,20 @@ impl AggregationProblem {
             rel_gap: options.rel_gap,
             offset: offset as f64,
         };
-        let r = bnb::solve(&general, &limits);
+        #[cfg(feature = "cbc")]
+        let (r, method) = if self.side_constraints.is_empty() {
+            (bnb::solve(&general, &limits), SolveMethod::BranchAndBound)
+        } else {
+            let out = crate::milp::solve(&general, &limits, start);
+            (out.result, if out.used_cbc { SolveMethod::Milp } else { SolveMethod::BranchAndBound })
+        };
+        #[cfg(not(feature = "cbc"))]
+        let (r, method) = (bnb::solve(&general, &limits), SolveMethod::BranchAndBound);
         // The objective from the exact integer sums.
         let saved: u128 = r.chosen.iter().map(|&j| u128::from(p[j])).sum();
         let objective = (offset - saved) as f64;
         let bound = (offset as f64 - r.upper).max(0.0);
-        Ok(solution(r.chosen, objective, bound, r.status, SolveMethod::BranchAndBound, r.nodes, start))
+        Ok(solution(r.chosen, objective, bound, r.status, method, r.nodes, start))
     }
 
     /// The figures of a plan: saving, leftover, capacity used, feasibility.

@@ -176,6 +176,66 @@ fn overlapping_instances_take_the_general_solver() {
     assert!(s.bound <= s.objective);
 }
 
+/// Side constraints (here: at most a third of the candidates, and a rack
+/// row) take the general path: with the `cbc` feature, the branch and bound
+/// and then CBC when the branch and bound does not settle the problem in a
+/// quarter of the time limit. Either way: a feasible plan, an honest bound.
+#[test]
+fn side_constraints_take_the_general_path_with_an_honest_gap() {
+    let mut p = aggregation_instance(&InstanceSpec::new(40, 8, InstanceKind::Random, 5));
+    let n = p.candidates.len();
+    p.side_constraints.push(SideConstraint {
+        name: "at most a third".into(),
+        coefficients: (0..n).map(|j| (j, 1)).collect(),
+        limit: n as u64 / 3,
+    });
+    p.side_constraints.push(SideConstraint {
+        name: "rack".into(),
+        coefficients: (0..n).step_by(2).map(|j| (j, 1 + j as u64 % 3)).collect(),
+        limit: 15,
+    });
+    let full = p.solve(&SolveOptions::default().with_time_limit(Duration::from_secs(20))).expect("valid");
+    let expected = if cfg!(feature = "cbc") {
+        vec![SolveMethod::BranchAndBound, SolveMethod::Milp]
+    } else {
+        vec![SolveMethod::BranchAndBound]
+    };
+    assert!(expected.contains(&full.method), "{:?}", full.method);
+    assert!(full.optimal, "{:?} gap {}", full.status, full.gap);
+    for limit in [Duration::from_millis(1), Duration::from_millis(50)] {
+        let s = p.solve(&SolveOptions::default().with_time_limit(limit)).expect("valid");
+        let eval = p.evaluate(&s.chosen).expect("valid");
+        assert!(eval.feasible);
+        assert_eq!(eval.leftover as f64, s.objective);
+        assert!(s.bound <= s.objective && s.objective >= full.objective);
+        assert!(full.objective >= s.bound - 0.5, "bound {} above the optimum {}", s.bound, full.objective);
+    }
+}
+
+/// A hard instance (strongly correlated, with a cardinality row) that the
+/// branch and bound does not settle in a quarter of the limit: CBC runs
+/// from its incumbent, and the answer is checked, feasible and no worse.
+#[cfg(feature = "cbc")]
+#[test]
+fn hard_side_constrained_instances_reach_cbc() {
+    let mut p = aggregation_instance(&InstanceSpec::new(60, 8, InstanceKind::StronglyCorrelated, 5));
+    let n = p.candidates.len();
+    p.side_constraints.push(SideConstraint {
+        name: "at most a third".into(),
+        coefficients: (0..n).map(|j| (j, 1)).collect(),
+        limit: n as u64 / 3,
+    });
+    let limit = Duration::from_millis(800);
+    let s = p.solve(&SolveOptions::default().with_time_limit(limit)).expect("valid");
+    assert_eq!(s.method, SolveMethod::Milp, "{:?} {:?}", s.status, s.gap);
+    let eval = p.evaluate(&s.chosen).expect("valid");
+    assert!(eval.feasible);
+    assert_eq!(eval.leftover as f64, s.objective);
+    assert!(s.bound <= s.objective && s.gap >= 0.0);
+    // CBC's time limit is honoured (with slack for a busy machine).
+    assert!(s.elapsed < limit * 4, "{:?}", s.elapsed);
+}
+
 #[test]
 fn disaggregation_instances_solve() {
     let p = disaggregation_instance(60, 8, 5);

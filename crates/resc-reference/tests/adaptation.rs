@@ -101,3 +101,50 @@ fn the_watermark_scenario_splits_the_quietest_first_and_merges_again() {
     assert_eq!(csv.lines().count(), 1 + 36 * 3, "a header and a row per step and application");
     assert!(scenario::svg(&report).starts_with("<svg"));
 }
+
+#[test]
+fn a_component_that_keeps_swapping_moves_to_the_balanced_pool_and_stops_swapping() {
+    use resc_core::resources::Resources;
+    use resc_core::size_class::SizeClasses;
+    use resc_reference::embedded::{PlatformConfig, SwapSettings};
+    let slot = 8 * MIB;
+    let mut config = PlatformConfig {
+        size_classes: SizeClasses::new([4 * MIB, 16 * MIB, 64 * MIB], slot).expect("classes"),
+        swap: Some(SwapSettings { capacity_bytes: 256 * MIB, ready: 1 }),
+        ..PlatformConfig::default()
+    };
+    config.node_pools.insert(Pool::Memory, Resources::memory(resc_core::resources::GIB));
+    let mut code = resc_core::sandbox::CodeRegistry::new();
+    // Builds and sums a 40 MiB array: five times its 8 MiB slot.
+    code.register("big.sum", |_: &mut resc_core::runtime::Context| {
+        let array: Vec<u64> = (0..5 * MIB).collect();
+        Ok(array.iter().fold(0u64, |a, &x| a.wrapping_add(x)).to_le_bytes().to_vec())
+    });
+    let platform = EmbeddedPlatform::new(config, code).expect("platform");
+    platform.swap_available().expect("swap works here");
+    let graph = resc_core::template::parse(
+        r#"{ "app": "big", "budget_mib": 256, "compute": [{ "name": "sum", "code": "big.sum" }] }"#,
+    )
+    .expect("template");
+    let adjust = AdjustConfig { every: 2, compute_limit_bytes: slot, swaps_threshold: 10.0 };
+    let mut adaptive = Adaptive::new(&platform, AdaptConfig { adjust, ..AdaptConfig::default() }).expect("adaptive");
+    let app = adaptive.manage(platform.deploy(graph).expect("deploy"));
+    let swapping = |report: &resc_reference::embedded::InvocationReport| {
+        report.usage.components.iter().find(|c| c.name == "sum").map_or(0, |c| c.swap.instances_swapping)
+    };
+    for _ in 0..2 {
+        let report = adaptive.invoke(app, b"").expect("invocation");
+        assert_eq!(swapping(&report), 1, "40 MiB over an 8 MiB slot swaps");
+    }
+    let moved = adaptive.decisions(app).iter().find_map(|d| match d {
+        Decision::MoveToBalanced { component, local_bytes, .. } if component == "sum" => Some(*local_bytes),
+        _ => None,
+    });
+    let local = moved.expect("a component that keeps swapping is moved");
+    assert!(local >= 40 * MIB, "local memory = swap + slot, rounded up to a class: {local}");
+    let report = adaptive.invoke(app, b"").expect("invocation after the move");
+    assert_eq!(swapping(&report), 0, "with {local} B of local memory it fits");
+    let sum = report.usage.components.iter().find(|c| c.name == "sum").expect("metered");
+    assert_eq!(sum.slot_bytes, Some(local));
+    assert!(!sum.over_slot);
+}
