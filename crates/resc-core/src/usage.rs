@@ -144,11 +144,14 @@ impl UsageHistory {
         let alpha = self.alpha;
         for (name, observed) in traffic {
             let h = self.components.entry(name.to_owned()).or_default();
+            // A component's first traffic is taken as is, like any first
+            // observation; a new peer of a known component starts from 0.
+            let first = h.observations == 0 && h.network_bytes.is_empty();
             for (peer, bytes) in h.network_bytes.iter_mut() {
                 *bytes = ema(alpha, *bytes, observed.get(peer).copied().unwrap_or(0.0));
             }
             for (peer, bytes) in observed {
-                h.network_bytes.entry(peer).or_insert(alpha * bytes);
+                h.network_bytes.entry(peer).or_insert(if first { bytes } else { alpha * bytes });
             }
         }
     }

@@ -126,24 +126,35 @@ impl InvocationMeter {
         self.records.lock().compute[ticket.0].far = Some(heap);
     }
 
+    /// The instance of `ticket` runs without a far heap although swap is on
+    /// (too many heaps at once): it cannot swap.
+    pub fn compute_without_swap(&self, ticket: ComputeTicket) {
+        self.records.lock().compute[ticket.0].swap.instances_without_swap = 1;
+    }
+
     /// A compute instance ended after using `cpu` of CPU time.
     pub fn compute_finished(&self, ticket: ComputeTicket, cpu: Duration) {
         let now = self.now();
+        // Declared before the lock so that it is dropped after it: dropping
+        // the last handle of a heap frees its swap space, which records here.
+        let heap;
         let mut records = self.records.lock();
         let record = &mut records.compute[ticket.0];
+        heap = record.far.take();
         // A heap that never engaged did nothing worth recording.
-        let far = record.far.take().filter(FarHeap::is_engaged).map(|heap| (heap.stats(), heap.granule() as u64));
-        if far.is_some() && !record.swapped_out.is_empty() {
-            record.swapped_out.push((now, 0));
-        }
+        let far = heap.as_ref().filter(|h| h.is_engaged()).map(|h| (h.stats(), h.granule() as u64));
         if let Some(account) = record.account.take() {
             let resident = far.as_ref().map_or(0, |(stats, _)| stats.resident_bytes);
             record.samples.push((now, account.current_bytes() + resident));
-            let far_peak = far.as_ref().map_or(0, |(stats, _)| stats.peak_resident_bytes);
-            record.peak_bytes = account.peak_bytes() + far_peak;
+            // Local bytes exactly, and local plus far-resident bytes as
+            // sampled together: never two peaks of different moments added.
+            record.peak_bytes = account.peak_bytes();
         }
         if let Some((stats, chunk)) = far {
-            record.swap = SwapUsage::of(&stats, chunk);
+            record.swapped_out.push((now, stats.swapped_out_bytes));
+            let peak_swapped_out = record.swapped_out.iter().map(|s| s.1).max().unwrap_or(0);
+            record.swapped_out.push((now, 0));
+            record.swap = SwapUsage::of(&stats, chunk, peak_swapped_out);
         }
         record.end = Some(now);
         record.cpu_s = cpu.as_secs_f64();
@@ -283,6 +294,9 @@ pub struct ComponentUsage {
 pub struct SwapUsage {
     /// Instances whose far heap engaged (they outgrew their slot).
     pub instances_swapping: u64,
+    /// Instances that got no far heap although swap is on (too many at
+    /// once): had they outgrown their slot, they would have run over it.
+    pub instances_without_swap: u64,
     /// Chunks brought back from swap space (faults and read-ahead).
     pub swap_ins: u64,
     /// Chunks evicted with dirty pages written to swap space.
@@ -291,30 +305,38 @@ pub struct SwapUsage {
     pub bytes_in: u64,
     /// Bytes written to swap space.
     pub bytes_out: u64,
-    /// The most swap space one instance held, bytes.
+    /// The most swap space one instance held, bytes (whole physical
+    /// components; it may also hold copies of chunks back in local memory).
     pub peak_swap_space_bytes: u64,
+    /// The most bytes one instance had swapped out at once (as sampled):
+    /// with its local peak, its memory footprint.
+    pub peak_swapped_out_bytes: u64,
 }
 
 impl SwapUsage {
     /// One engaged instance's figures, from its far heap.
-    fn of(stats: &resc_swap::SwapStats, chunk: u64) -> SwapUsage {
+    fn of(stats: &resc_swap::SwapStats, chunk: u64, peak_swapped_out: u64) -> SwapUsage {
         SwapUsage {
             instances_swapping: 1,
+            instances_without_swap: 0,
             swap_ins: stats.bytes_fetched / chunk.max(1),
             swap_outs: stats.chunks_evicted - stats.clean_evictions.min(stats.chunks_evicted),
             bytes_in: stats.bytes_fetched,
             bytes_out: stats.bytes_written_back,
             peak_swap_space_bytes: stats.swap_space_bytes,
+            peak_swapped_out_bytes: peak_swapped_out,
         }
     }
 
     fn add(&mut self, other: &SwapUsage) {
         self.instances_swapping += other.instances_swapping;
+        self.instances_without_swap += other.instances_without_swap;
         self.swap_ins += other.swap_ins;
         self.swap_outs += other.swap_outs;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.peak_swap_space_bytes = self.peak_swap_space_bytes.max(other.peak_swap_space_bytes);
+        self.peak_swapped_out_bytes = self.peak_swapped_out_bytes.max(other.peak_swapped_out_bytes);
     }
 
     /// Swaps in and out: the swap frequency the adjuster looks at.

@@ -194,19 +194,24 @@ impl HeapInner {
         (self.base..self.base + self.len).contains(&ptr)
     }
 
-    /// Whether the allocator may place a block of `size` bytes here now:
-    /// always once engaged; before that, only when the gate sees pressure,
-    /// which engages the heap and gives its region what the slot has left.
-    fn admits(&self, size: usize) -> bool {
+    /// Whether the allocator may place a block of `size` bytes here now, in
+    /// place of a local block of `replacing` bytes that is freed right after
+    /// (a `realloc` moving it): always once engaged; before that, only when
+    /// the gate sees pressure, which engages the heap and gives its region
+    /// what the slot has left.
+    fn admits(&self, size: usize, replacing: usize) -> bool {
         if self.engaged.load(Ordering::Acquire) {
             return true;
         }
         let Some(gate) = self.gate else { return true };
-        let local = (gate.local_bytes)();
+        let local = (gate.local_bytes)().saturating_sub(replacing as u64);
         if local.saturating_add(size as u64) <= gate.local_limit {
             return false;
         }
         if self.engaged.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // The budget change takes the pager's lock, whose slow path may
+            // allocate: that must not come back here.
+            let _local = Bypass::enter();
             self.region.set_local_budget(gate.local_limit.saturating_sub(local).saturating_sub(gate.headroom));
         }
         true
@@ -650,13 +655,19 @@ impl<A: GlobalAlloc> SwapAllocator<A> {
     /// A far block for `layout` if this thread is in a heap and the block
     /// qualifies.
     fn far_alloc(&self, layout: Layout) -> Option<*mut u8> {
+        self.far_alloc_replacing(layout, 0)
+    }
+
+    /// [`far_alloc`](Self::far_alloc) for a block that replaces a local one
+    /// of `replacing` bytes (freed once the bytes are copied).
+    fn far_alloc_replacing(&self, layout: Layout, replacing: usize) -> Option<*mut u8> {
         if layout.size() < self.threshold {
             return None;
         }
         let heap = current_heap()?;
         // SAFETY: the thread-local owns a reference to the heap it names.
         let heap = unsafe { heap.as_ref() };
-        if layout.align() > heap.granule || !heap.admits(layout.size()) {
+        if layout.align() > heap.granule || !heap.admits(layout.size(), replacing) {
             return None;
         }
         heap.alloc_block(layout).map(NonNull::as_ptr)
@@ -708,7 +719,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SwapAllocator<A> {
             // SAFETY: `new_size` with the old alignment is a valid layout
             // (the caller's contract).
             let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-            if let Some(far) = self.far_alloc(new_layout) {
+            if let Some(far) = self.far_alloc_replacing(new_layout, layout.size()) {
                 // SAFETY: both blocks are live and distinct; `min` bytes fit both.
                 unsafe { std::ptr::copy_nonoverlapping(ptr, far, layout.size().min(new_size)) };
                 // SAFETY: the old block came from `inner` with `layout`.

@@ -228,3 +228,27 @@ fn a_gated_heap_engages_under_pressure_and_takes_what_the_slot_has_left() {
     heap.check().expect("nothing failed");
     drop((fits, overflow, after));
 }
+
+#[test]
+fn a_local_block_that_grows_into_the_heap_is_not_counted_twice_when_it_engages() {
+    if !userfaultfd_or_skip() {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let (region, _memory) = region(small(256 * MIB, MIB));
+    let gate = resc_swap::PressureGate { local_bytes, local_limit: 8 * MIB, headroom: MIB };
+    let heap = FarHeap::with_pressure_gate(region, gate).expect("heap");
+    let _entered = heap.enter();
+    let mut v: Vec<u8> = Vec::with_capacity(4 << 20);
+    assert!(!heap.contains(v.as_ptr()), "4 MiB fits the 8 MiB slot");
+    // The thread holds the 4 MiB block and 1 MiB besides.
+    LOCAL_BYTES.with(|b| b.set(5 * MIB));
+    v.reserve_exact(8 << 20); // grows to 12 MiB: moves far, freeing the 4 MiB
+    assert!(heap.contains(v.as_ptr()) && heap.is_engaged());
+    v.resize(12 << 20, 7);
+    v.resize(24 << 20, 9);
+    assert!(v[..12 << 20].iter().all(|&b| b == 7) && v[12 << 20..].iter().all(|&b| b == 9));
+    let stats = heap.stats();
+    assert!(stats.peak_resident_bytes > 4 * MIB, "budget = 8 − (5 − 4) − 1 = 6 MiB, not 8 − 5 − 1 = 2 MiB: {stats:?}");
+    drop(v);
+}

@@ -265,7 +265,9 @@ impl<'p> Adaptive<'p> {
     }
 
     /// The pools of the platform: capacities from its configuration, with
-    /// the balanced pool's other use `pinned`.
+    /// the balanced pool's other use `pinned`. The compute and memory pools
+    /// count as wholly free: between invocations the embedded platform's
+    /// hold nothing.
     pub fn pools(&self, pinned: Capacity) -> Pools {
         let config = self.platform.config();
         let nodes = u64::from(config.racks) * u64::from(config.nodes_per_rack);

@@ -197,10 +197,10 @@ pub fn run(options: &AdaptDemoOptions) -> Result<AdaptReport, super::adaptive::A
     let mut steps = Vec::new();
     for t in 0..options.steps {
         let load = monolith_load(t, options);
-        // The monolith's share of the balanced pool: its demand per
-        // invocation in flight (its group, CPU and memory) times its load.
-        let pinned = adaptive.group(monolith, load)?.candidate.demand();
-        let pinned = Capacity::new(pinned.millicores.max((1000.0 * load) as u64), pinned.memory_bytes);
+        // The monolith's share of the balanced pool: its declared CPU per
+        // invocation in flight times its load (running aggregated, only its
+        // traffic is folded into its history, so its memory counts nothing).
+        let pinned: Capacity = adaptive.group(monolith, load)?.candidate.demand();
         let plan = adaptive.rebalance(&[(stream, 1.0), (pipeline, 1.0)], pinned)?;
         let mut app_steps = Vec::new();
         for (app, name) in apps {
@@ -245,10 +245,29 @@ fn check(steps: &[Step], high: f64) -> AdaptChecks {
     }
     let quietest = traffic.iter().min_by_key(|(_, &b)| b).map(|(a, _)| (*a).to_owned());
     let lowest_communication_first = first_split.is_some() && first_split == quietest;
+    // Every application split during the peak was aggregated again after
+    // it, and runs aggregated at the end.
+    let split: std::collections::BTreeSet<&str> = steps
+        .iter()
+        .flat_map(|s| &s.moves)
+        .filter_map(|m| match m {
+            Move::Disaggregate { app, .. } => Some(app.as_str()),
+            Move::Aggregate { .. } => None,
+        })
+        .collect();
     let peak_end = steps.iter().rposition(|s| s.utilization_before > high);
-    let reaggregated_after_fall = peak_end.is_some_and(|end| {
-        steps.last().is_some_and(|last| last.apps.iter().all(|a| a.aggregated)) && end + 1 < steps.len()
-    });
+    let reaggregated_after_fall = !split.is_empty()
+        && peak_end.is_some_and(|end| {
+            split.iter().all(|&app| {
+                let merged_after = steps[end + 1..]
+                    .iter()
+                    .flat_map(|s| &s.moves)
+                    .any(|m| matches!(m, Move::Aggregate { app: a, .. } if a == app));
+                let ends_aggregated =
+                    steps.last().is_some_and(|last| last.apps.iter().any(|a| a.app == app && a.aggregated));
+                merged_after && ends_aggregated
+            })
+        });
     AdaptChecks { disaggregated_at_watermark, lowest_communication_first, reaggregated_after_fall }
 }
 

@@ -24,6 +24,9 @@ use resc_ilp::{AggregationProblem, Candidate, Capacity, DisaggregationProblem, P
 use serde::Serialize;
 use std::time::Duration;
 
+/// Bytes in a MiB.
+const MIB: u64 = 1 << 20;
+
 /// When the controller moves applications.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct WatermarkConfig {
@@ -228,13 +231,11 @@ impl WatermarkController {
             used.millicores.saturating_sub(target.millicores),
             used.memory_bytes.saturating_sub(target.memory_bytes),
         );
-        // A unit of shortfall costs more than all the communication at
-        // stake, so the plan frees what it must first and saves traffic second.
+        // One millicore or one MiB of shortfall costs more than all the
+        // communication at stake, so the plan frees what it must first and
+        // saves traffic second (a shortfall under 1 MiB of memory may remain).
         let at_stake = running.iter().map(|g| g.candidate.saving() as f64).sum::<f64>() + 1.0;
-        let penalty = Penalty {
-            per_millicore: 2.0 * at_stake / required.millicores.max(1) as f64,
-            per_byte: 2.0 * at_stake / required.memory_bytes.max(1) as f64,
-        };
+        let penalty = Penalty { per_millicore: at_stake, per_byte: at_stake / MIB as f64 };
         let problem = DisaggregationProblem {
             groups: running.iter().map(|g| g.candidate.clone()).collect(),
             compute_pool_free: pools.compute_free,
@@ -350,6 +351,17 @@ mod tests {
         // Hotter still: both must go.
         let plan = controller.decide(&pools(6500), &groups).expect("plan");
         assert_eq!(apps(&plan.moves), [("quiet", false), ("chatty", false)]);
+    }
+
+    #[test]
+    fn freeing_enough_comes_before_saving_traffic() {
+        let controller = WatermarkController::default();
+        // 6 + 0.9 + 1.5 = 8.4 of 10 cores: splitting the quiet group alone
+        // leaves 75 %, so the chatty one must go even though it costs more.
+        let groups = [group(1, "quiet", 100, 900, true), group(2, "chatty", 10_000, 1500, true)];
+        let plan = controller.decide(&pools(6000), &groups).expect("plan");
+        assert!(plan.utilization_after <= 0.7 + 1e-9, "{plan:?}");
+        assert_eq!(apps(&plan.moves), [("chatty", false)], "the one split that frees enough");
     }
 
     #[test]

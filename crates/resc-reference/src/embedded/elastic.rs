@@ -57,7 +57,9 @@ struct Owner {
     app: String,
     /// The metered name of the swap space: `<component>#swap`.
     name: String,
-    meter: Arc<InvocationMeter>,
+    /// Weak: the meter holds the heap while the instance runs, and the heap
+    /// (through its region) this space.
+    meter: Weak<InvocationMeter>,
     /// Where the instance runs: swap space is placed near it.
     node: NodeId,
 }
@@ -74,8 +76,9 @@ pub(crate) struct SwapSpace {
 
 struct Held {
     placement: Placement,
-    meter: Arc<InvocationMeter>,
-    ticket: PhysicalTicket,
+    /// The meter and record of the invocation it was allocated in, while
+    /// that invocation is metered.
+    metered: Option<(Weak<InvocationMeter>, PhysicalTicket)>,
 }
 
 impl SwapSpace {
@@ -123,8 +126,9 @@ impl MemoryPool for SwapSpace {
                 return Err(e);
             }
         };
-        let ticket = owner.meter.physical_allocated(&owner.name, bytes);
-        let held = Held { placement, meter: owner.meter.clone(), ticket };
+        let metered =
+            owner.meter.upgrade().map(|meter| (owner.meter.clone(), meter.physical_allocated(&owner.name, bytes)));
+        let held = Held { placement, metered };
         self.held.lock().insert((region.node, region.region), held);
         Ok(region)
     }
@@ -139,7 +143,11 @@ impl MemoryPool for SwapSpace {
             None => Ok(()),
         };
         self.placer.release(&held.placement);
-        held.meter.physical_freed(held.ticket);
+        if let Some((meter, ticket)) = held.metered {
+            if let Some(meter) = meter.upgrade() {
+                meter.physical_freed(ticket);
+            }
+        }
         freed
     }
 
@@ -274,7 +282,7 @@ impl ElasticHeaps {
         elastic.space.bind(Owner {
             app: app.to_owned(),
             name: format!("{component}#swap"),
-            meter: meter.clone(),
+            meter: Arc::downgrade(meter),
             node,
         });
         Some(elastic)
@@ -284,11 +292,13 @@ impl ElasticHeaps {
     /// kept ready; one that did is dropped (its swap space freed now, or
     /// once the last block it holds, a code piece's output say, is freed).
     pub(crate) fn give_back(&self, elastic: Elastic) {
+        // Nothing more is metered to the finished instance, even if a block
+        // it leaked keeps its heap alive.
+        elastic.space.unbind();
         let reusable = elastic.slot == self.slot && !elastic.heap.is_engaged() && elastic.heap.allocated_bytes() == 0;
         if !reusable || elastic.heap.check().is_err() {
             return;
         }
-        elastic.space.unbind();
         let mut ready = self.ready.lock();
         if ready.len() < self.settings.ready {
             ready.push(elastic);
@@ -303,16 +313,18 @@ fn fill(heaps: &Weak<ElasticHeaps>) {
         if heaps.ready.lock().len() < heaps.settings.ready {
             match heaps.create(heaps.slot) {
                 Ok(elastic) => heaps.ready.lock().push(elastic),
-                Err(e @ (SwapError::UserfaultfdUnavailable { .. } | SwapError::UnsupportedKernel { .. })) => {
-                    tracing::warn!(error = %e, "compute instances run without swap");
-                    *heaps.unavailable.lock() = Some(e.to_string());
-                    return;
-                }
-                // Too many heaps alive at once, say: try again later.
-                Err(e) => {
+                // Too many heaps alive at once: try again later.
+                Err(e @ SwapError::TooManyHeaps(_)) => {
                     tracing::debug!(error = %e, "no far heap made ready");
                     let mut ready = heaps.ready.lock();
                     heaps.taken.wait_for(&mut ready, std::time::Duration::from_millis(200));
+                }
+                // Anything else (no userfaultfd, a configuration the region
+                // refuses) would fail again.
+                Err(e) => {
+                    tracing::warn!(error = %e, "compute instances run without swap");
+                    *heaps.unavailable.lock() = Some(e.to_string());
+                    return;
                 }
             }
             continue;

@@ -235,8 +235,9 @@ pub struct InvocationReport {
     /// application; not in `usage`, which is this invocation's own).
     pub warm: WarmUsage,
     /// Bytes each compute component moved per peer: read from and written
-    /// to each memory component it accesses, sent to each compute peer
-    /// (summed over instances; measured alike aggregated or not).
+    /// to each memory component it accesses, sent to each compute peer, and
+    /// its output carried to each component it triggers (summed over
+    /// instances and attempts; measured alike aggregated or not).
     pub traffic: Traffic,
     /// Whether it ran aggregated in one sandbox.
     pub aggregated: bool,
@@ -244,6 +245,16 @@ pub struct InvocationReport {
 
 /// Bytes moved, by compute component, then by peer component.
 pub type Traffic = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// What `component`'s output of `len` bytes carries to the components it
+/// triggers: every instance of each receives it.
+fn trigger_traffic(graph: &ResourceGraph, component: ComputeId, len: usize) -> BTreeMap<String, u64> {
+    graph
+        .triggers(component)
+        .iter()
+        .map(|&t| (graph.compute(t).name.clone(), len as u64 * u64::from(graph.compute(t).parallelism)))
+        .collect()
+}
 
 fn add_traffic(total: &mut Traffic, component: &str, moved: BTreeMap<String, u64>) {
     let into = total.entry(component.to_owned()).or_default();
@@ -265,8 +276,8 @@ impl InvocationReport {
             let observation = match c.side {
                 metering::Side::Compute => Observation {
                     cpu_s: c.consumption.cpu_used_s,
-                    memory_bytes: (c.peak_bytes + c.swap.peak_swap_space_bytes) as f64,
-                    swap_bytes: c.swap.peak_swap_space_bytes as f64,
+                    memory_bytes: (c.peak_bytes + c.swap.peak_swapped_out_bytes) as f64,
+                    swap_bytes: c.swap.peak_swapped_out_bytes as f64,
                     swaps: c.swap.swaps() as f64,
                     network_bytes: self
                         .traffic
@@ -939,6 +950,10 @@ fn aggregated_piece(run: AggregatedPiece) -> impl Fn(&mut Context) -> Result<Vec
             for (component, instance, output) in run.run_wave(wave) {
                 match output {
                     Ok(output) => {
+                        alloc_meter::uncharged(|| {
+                            let carried = trigger_traffic(&run.graph, component, output.len());
+                            add_traffic(&mut run.traffic.lock(), &run.graph.compute(component).name, carried);
+                        });
                         let attempt = driver.attempt(component);
                         queue.extend(driver.handle(Event::Finished { component, instance, attempt, output }));
                     }
@@ -1040,7 +1055,8 @@ impl Invocation<'_> {
             }
             let event = match (ended, outcome.output) {
                 (Ended::Killed, _) => Event::Lost { component, instance, attempt, loss: Loss::Compute },
-                // No swap space to be had: running it again would not help.
+                // The memory pool refused swap space: running it again at once would
+                // meet the same full pool, so the invocation fails, saying why.
                 (Ended::SwapFailed(e @ SwapError::BackingFailed { during: FailedOp::Allocate, .. }), _) => {
                     Event::Failed { component, instance, attempt, reason: format!("swap: {e}") }
                 }
@@ -1061,6 +1077,8 @@ impl Invocation<'_> {
                         continue;
                     }
                     self.triggers += self.graph.triggers(component).len();
+                    let carried = trigger_traffic(&self.graph, component, output.len());
+                    add_traffic(&mut self.traffic, &self.graph.compute(component).name, carried);
                     Event::Finished { component, instance, attempt, output }
                 }
                 (Ended::AsReturned, Err(e)) => match self.lost_memory_of(&e) {
@@ -1215,8 +1233,12 @@ impl Invocation<'_> {
             .swap
             .as_ref()
             .and_then(|heaps| heaps.take(self.graph.app(), &spec.name, slot, placement.node, &self.meter));
-        if let Some(elastic) = &elastic {
-            self.meter.compute_swaps_to(ticket, elastic.heap().clone());
+        match &elastic {
+            Some(elastic) => self.meter.compute_swaps_to(ticket, elastic.heap().clone()),
+            None if self.platform.swap.as_ref().is_some_and(|h| h.unavailable().is_none()) => {
+                self.meter.compute_without_swap(ticket);
+            }
+            None => {}
         }
         let account =
             Arc::new(InstanceAccount { allocations: account, heap: elastic.as_ref().map(|e| e.heap().clone()) });
