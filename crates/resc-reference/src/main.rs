@@ -204,6 +204,9 @@ struct AdjustArgs {
     /// The dynamic policy re-sizes every this many invocations (K).
     #[arg(long, default_value_t = 100)]
     every: u32,
+    /// What one growth step stalls an invocation, ms.
+    #[arg(long, default_value_t = 10.0)]
+    step_ms: f64,
 }
 
 #[derive(Debug, Args)]
@@ -468,8 +471,12 @@ fn demo_adapt(args: &AdaptArgs) -> Result<(), String> {
 
 fn demo_adjust(args: &AdjustArgs) -> Result<(), String> {
     use resc_reference::adapt::profiles::{self, AdjustDemoOptions};
-    let options =
-        AdjustDemoOptions { invocations: args.invocations, every: args.every, ..AdjustDemoOptions::default() };
+    let options = AdjustDemoOptions {
+        invocations: args.invocations,
+        every: args.every,
+        step_ms: args.step_ms,
+        ..AdjustDemoOptions::default()
+    };
     run_bench(args.json, |_| Ok::<_, String>(profiles::run(&options)), profiles::table)
 }
 

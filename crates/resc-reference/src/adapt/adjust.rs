@@ -94,10 +94,11 @@ pub enum Decision {
 /// fill, at a steady rate, before it holds its peak.
 pub const ASSUMED_FILL_SHARE: f64 = 0.5;
 
-/// Assumed cost of one growth step as a share of the invocation's run: a
-/// physical memory component is a warm component launch (the paper's
-/// Table 1: 10 ms) in a function that runs about a second (the Azure trace's
-/// typical duration).
+/// Assumed cost of one growth step as a share of the invocation's run:
+/// about 10 ms to place and allocate a physical memory component on a
+/// cluster (between the embedded platform's well under 1 ms and a new RDMA
+/// connection's 34 ms, paper §4.3; connections to a node already serving
+/// the component are reused) in a function that runs about a second.
 pub const STEP_SHARE: f64 = 0.01;
 
 /// Quantile points the expectation averages over.
