@@ -223,6 +223,14 @@ impl ElasticHeaps {
             *heaps.unavailable.lock() = Some(reason);
             return heaps;
         }
+        // The first set is made now, so that it does not compete with the
+        // platform's first invocations for the CPU; the filler keeps it up.
+        for _ in 0..settings.ready {
+            match heaps.create(slot) {
+                Ok(elastic) => heaps.ready.lock().push(elastic),
+                Err(_) => break,
+            }
+        }
         let weak = Arc::downgrade(&heaps);
         let _ = std::thread::Builder::new().name("resc-swap-ready".into()).spawn(move || fill(&weak));
         heaps
@@ -267,8 +275,18 @@ impl ElasticHeaps {
         if self.unavailable.lock().is_some() {
             return None;
         }
-        let ready = if slot == self.slot { self.ready.lock().pop() } else { None };
-        self.taken.notify_one();
+        let ready = if slot == self.slot {
+            let mut ready = self.ready.lock();
+            let taken = ready.pop();
+            // Wake the filler only when the set runs low: a wake-up costs
+            // the starting instance a core on a small machine.
+            if ready.len() < self.settings.ready {
+                self.taken.notify_one();
+            }
+            taken
+        } else {
+            None
+        };
         let elastic = match ready {
             Some(elastic) => elastic,
             None => match self.create(slot) {
@@ -299,10 +317,16 @@ impl ElasticHeaps {
         if !reusable || elastic.heap.check().is_err() {
             return;
         }
+        // Taken back even when the filler has topped the set up meanwhile:
+        // reusing a heap costs nothing, making one and dropping another
+        // costs a region's set-up and tear-down. Twice the set is kept.
         let mut ready = self.ready.lock();
-        if ready.len() < self.settings.ready {
+        if ready.len() < 2 * self.settings.ready.max(1) {
             ready.push(elastic);
+            return;
         }
+        drop(ready);
+        drop(elastic);
     }
 }
 
