@@ -21,7 +21,7 @@
 //! ```
 
 use super::adjust::{AdjustConfig, Adjuster, Decision};
-use super::watermark::{Group, Move, Plan, Pools, WatermarkConfig, WatermarkController, WatermarkError};
+use super::watermark::{Group, Plan, Pools, WatermarkConfig, WatermarkController, WatermarkError};
 use crate::embedded::{ComputePlacement, Deployment, EmbeddedPlatform, InvocationReport, PlatformError};
 use resc_core::graph::ComponentRef;
 use resc_core::ids::{AppId, ComputeId, MemoryId};
@@ -253,12 +253,8 @@ impl<'p> Adaptive<'p> {
         let pools = self.pools(pinned);
         let plan = self.controller.decide(&pools, &groups)?;
         for m in &plan.moves {
-            let (name, aggregated) = match m {
-                Move::Aggregate { app, .. } => (app, true),
-                Move::Disaggregate { app, .. } => (app, false),
-            };
-            if let Some(pos) = groups.iter().position(|g| &g.app == name) {
-                self.apps[managed[pos].0].aggregated = aggregated;
+            if let Some(pos) = groups.iter().position(|g| g.app == m.app()) {
+                self.apps[managed[pos].0].aggregated = m.aggregates();
             }
         }
         Ok(plan)

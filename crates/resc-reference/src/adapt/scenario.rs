@@ -280,10 +280,7 @@ pub fn csv(report: &AdaptReport) -> String {
         let moves: Vec<String> = s
             .moves
             .iter()
-            .map(|m| match m {
-                Move::Aggregate { app, .. } => format!("aggregate {app}"),
-                Move::Disaggregate { app, .. } => format!("disaggregate {app}"),
-            })
+            .map(|m| format!("{} {}", if m.aggregates() { "aggregate" } else { "disaggregate" }, m.app()))
             .collect();
         for a in &s.apps {
             let _ = writeln!(
@@ -395,14 +392,8 @@ pub fn table(report: &AdaptReport) -> String {
                 .find(|a| a.app == name)
                 .map_or(String::new(), |a| format!("{}{:>6.2}ms", if a.aggregated { "A " } else { "D " }, a.latency_ms))
         };
-        let moves: Vec<String> = s
-            .moves
-            .iter()
-            .map(|m| match m {
-                Move::Aggregate { app, .. } => format!("+{app}"),
-                Move::Disaggregate { app, .. } => format!("-{app}"),
-            })
-            .collect();
+        let moves: Vec<String> =
+            s.moves.iter().map(|m| format!("{}{}", if m.aggregates() { "+" } else { "-" }, m.app())).collect();
         let _ = writeln!(
             out,
             "{:>2} {:>5.2} {:>4.0}%→{:>3.0}%  {}  {}  {}  {}",

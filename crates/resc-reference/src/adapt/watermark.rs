@@ -102,6 +102,20 @@ pub enum Move {
     },
 }
 
+impl Move {
+    /// The application moved.
+    pub fn app(&self) -> &str {
+        match self {
+            Move::Aggregate { app, .. } | Move::Disaggregate { app, .. } => app,
+        }
+    }
+
+    /// Whether it is to run aggregated afterwards.
+    pub fn aggregates(&self) -> bool {
+        matches!(self, Move::Aggregate { .. })
+    }
+}
+
 /// What one step decided.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -186,13 +200,9 @@ impl WatermarkController {
         };
         let mut after_use = used;
         for m in &moves {
-            let (app, joins) = match m {
-                Move::Aggregate { app, .. } => (app, true),
-                Move::Disaggregate { app, .. } => (app, false),
-            };
-            if let Some(g) = groups.iter().find(|g| &g.app == app) {
+            if let Some(g) = groups.iter().find(|g| g.app == m.app()) {
                 let d = g.candidate.demand();
-                after_use = if joins {
+                after_use = if m.aggregates() {
                     add(after_use, d)
                 } else {
                     Capacity::new(
@@ -330,13 +340,7 @@ mod tests {
     }
 
     fn apps(moves: &[Move]) -> Vec<(&str, bool)> {
-        moves
-            .iter()
-            .map(|m| match m {
-                Move::Aggregate { app, .. } => (app.as_str(), true),
-                Move::Disaggregate { app, .. } => (app.as_str(), false),
-            })
-            .collect()
+        moves.iter().map(|m| (m.app(), m.aggregates())).collect()
     }
 
     #[test]
